@@ -1,0 +1,179 @@
+"""The ``ragtune`` command: parse arguments, load the config, call the package. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ragtune import __version__
+from ragtune.config import ConfigError, load_config
+from ragtune.data.io import DataError
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None, help="YAML config (defaults when omitted)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted overrides applied after the file, e.g. eval.depth=50",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ragtune", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ragtune {__version__}")
+    sub = parser.add_subparsers(dest="group", required=True)
+
+    # ragtune eval ...
+    ev = sub.add_parser("eval", help="score runs and predictions").add_subparsers(dest="cmd", required=True)
+    r = ev.add_parser("retrieval", help="score a TREC run against qrels (trec_eval-identical)")
+    r.add_argument("--run", type=Path, required=True, help="TREC run file")
+    r.add_argument("--qrels", type=Path, required=True, help="BEIR TSV or TREC qrels file")
+    r.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
+    r.add_argument("--k", type=int, nargs="+", default=[1, 3, 5, 10, 20, 100], help="cut-offs")
+    g = ev.add_parser("generation", help="score predictions: ROUGE, EM/F1, BLEU, faithfulness")
+    g.add_argument(
+        "--predictions",
+        type=Path,
+        required=True,
+        help="JSONL with prediction, reference and optionally id and contexts",
+    )
+    g.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
+
+    # ragtune data ...
+    da = sub.add_parser("data", help="convert and check data").add_subparsers(dest="cmd", required=True)
+    c = da.add_parser("convert", help="convert a public dataset to a BEIR folder + QA JSONL")
+    c.add_argument("dataset", choices=["pubmedqa", "halueval"])
+    c.add_argument(
+        "--src", type=Path, required=True, help="the dataset's folder (pubmedqa) or file (halueval)"
+    )
+    c.add_argument("--out", type=Path, required=True, help="output folder")
+    ck = da.add_parser("check", help="validate a data file and print its size")
+    ck.add_argument("kind", choices=["beir", "corpus", "queries", "qrels", "triplets", "qa", "run"])
+    ck.add_argument("path", type=Path)
+    ck.add_argument("--corpus", type=Path, default=None, help="corpus.jsonl to resolve passage ids against")
+    ck.add_argument("--split", default="test", help="qrels split for kind=beir")
+
+    # ragtune retriever ...
+    rt = sub.add_parser("retriever", help="dense retriever").add_subparsers(dest="cmd", required=True)
+    _config_args(rt.add_parser("eval", help="score BM25 / dense / hybrid retrieval on a BEIR folder"))
+    return parser
+
+
+def _eval_retrieval(args: argparse.Namespace) -> int:
+    from ragtune.data.io import load_qrels, read_run
+    from ragtune.eval.ir import evaluate_run
+    from ragtune.eval.report import markdown_table, write_metrics
+
+    result = evaluate_run(read_run(args.run), load_qrels(args.qrels), ks=args.k)
+    write_metrics(args.out, result.metrics, result.per_query, n_queries=result.n_queries)
+    print(markdown_table({args.run.name: result.metrics}, label="run"))
+    print(f"{result.n_queries} queries; written to {args.out}")
+    return 0
+
+
+def _eval_generation(args: argparse.Namespace) -> int:
+    from ragtune.data.io import read_jsonl
+    from ragtune.eval.faithfulness import lexical_faithfulness
+    from ragtune.eval.generation import evaluate_generation
+    from ragtune.eval.report import markdown_table, write_metrics
+
+    ids, preds, refs, contexts = [], [], [], []
+    for line, obj in read_jsonl(args.predictions):
+        for key in ("prediction", "reference"):
+            if not isinstance(obj.get(key), str):
+                raise DataError(args.predictions, line, key, "missing or not a string")
+        ctx = obj.get("contexts")
+        if ctx is not None and not (isinstance(ctx, list) and all(isinstance(c, (str, dict)) for c in ctx)):
+            raise DataError(args.predictions, line, "contexts", "expected a list of texts or passage objects")
+        ids.append(str(obj.get("id", line)))
+        preds.append(obj["prediction"])
+        refs.append(obj["reference"])
+        contexts.append(
+            None if ctx is None else [c if isinstance(c, str) else str(c.get("text", "")) for c in ctx]
+        )
+    if not preds:
+        raise DataError(args.predictions, None, None, "no predictions")
+    metrics, per = evaluate_generation(preds, refs, ids)
+    with_ctx = [i for i, c in enumerate(contexts) if c is not None]
+    if with_ctx:
+        for i in with_ctx:
+            per[ids[i]]["faithfulness"] = lexical_faithfulness(preds[i], contexts[i])
+        metrics["faithfulness"] = sum(per[ids[i]]["faithfulness"] for i in with_ctx) / len(with_ctx)
+    write_metrics(args.out, metrics, per, n_examples=len(preds), faithfulness_scorer="lexical")
+    print(markdown_table({args.predictions.name: metrics}, label="predictions"))
+    print(f"{len(preds)} predictions; written to {args.out}")
+    return 0
+
+
+def _data_convert(args: argparse.Namespace) -> int:
+    from ragtune.data import converters
+
+    if args.dataset == "pubmedqa":
+        corpus, train, test = converters.pubmedqa(args.src)
+        splits = {"train": train, "test": test}
+    else:
+        corpus, examples = converters.halueval(args.src)
+        splits = {"test": examples}
+    converters.write_dataset(args.out, corpus, splits)
+    sizes = ", ".join(f"{k}: {len(v)} questions" for k, v in splits.items())
+    print(f"{len(corpus)} passages, {sizes}; written to {args.out}")
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from ragtune.data import io
+
+    corpus = io.load_corpus(args.corpus) if args.corpus else None
+    kind, path = args.kind, args.path
+    if kind == "beir":
+        d = io.load_beir(path, args.split)
+        print(f"ok: {len(d.corpus)} passages, {len(d.queries)} queries, {len(d.qrels)} judged queries")
+        return 0
+    loaders = {
+        "corpus": lambda: io.load_corpus(path),
+        "queries": lambda: io.load_queries(path),
+        "qrels": lambda: io.load_qrels(path, corpus=corpus),
+        "triplets": lambda: io.load_triplets(path, corpus),
+        "qa": lambda: io.load_qa(path, corpus),
+        "run": lambda: io.read_run(path),
+    }
+    print(f"ok: {len(loaders[kind]())} {kind} records in {path}")
+    return 0
+
+
+def _retriever(args: argparse.Namespace) -> int:
+    from ragtune.retriever.config import RetrieverConfig
+
+    cfg = load_config(args.config, args.overrides, RetrieverConfig)
+    if args.cmd == "eval":
+        from ragtune.retriever.evaluate import evaluate
+
+        evaluate(cfg)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ragtune`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers = {
+        ("eval", "retrieval"): _eval_retrieval,
+        ("eval", "generation"): _eval_generation,
+        ("data", "convert"): _data_convert,
+        ("data", "check"): _data_check,
+    }
+    try:
+        if args.group == "retriever":
+            return _retriever(args)
+        return handlers[(args.group, args.cmd)](args)
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
+        print(f"ragtune: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Shared fixtures: paths, the shared datasets (skipped when absent) and a tiny random encoder."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "data" / "demo"
+SHARED = ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    random.seed(0)
+
+
+def shared_dataset(name: str) -> Path:
+    """The folder of a shared dataset, or skip the test with the reason."""
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"shared dataset {name!r} not found at {path} (../shared/datasets is absent)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random BERT sentence-transformer with a WordPiece vocabulary built from the demo
+    corpus, saved as a standard sentence-transformers folder. Built from config: no download."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from ragtune.data.io import load_corpus
+    from ragtune.retriever.bm25 import tokenize
+
+    folder = tmp_path_factory.mktemp("tiny-encoder")
+    hf_dir = folder / "hf"
+    hf_dir.mkdir()
+    words = sorted({w for p in load_corpus(DEMO / "corpus.jsonl").values() for w in tokenize(p.full_text())})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+    word = Transformer(str(hf_dir), max_seq_length=64)
+    pool = Pooling(word.get_embedding_dimension(), pooling_mode="mean")
+    st_dir = folder / "st"
+    SentenceTransformer(modules=[word, pool], device="cpu").save(str(st_dir))
+    return st_dir
