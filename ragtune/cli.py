@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     # ragtune retriever ...
     rt = sub.add_parser("retriever", help="dense retriever").add_subparsers(dest="cmd", required=True)
     _config_args(rt.add_parser("eval", help="score BM25 / dense / hybrid retrieval on a BEIR folder"))
+    _config_args(rt.add_parser("train", help="contrastive training of the bi-encoder"))
+    _config_args(rt.add_parser("mine", help="mine hard negatives (BM25 or dense) into a triplets file"))
     return parser
 
 
@@ -153,6 +155,14 @@ def _retriever(args: argparse.Namespace) -> int:
         from ragtune.retriever.evaluate import evaluate
 
         evaluate(cfg)
+    elif args.cmd == "train":
+        from ragtune.retriever.train import train
+
+        print(f"model written to {train(cfg) / 'model'}")
+    elif args.cmd == "mine":
+        from ragtune.retriever.mining import mine
+
+        print(f"triplets written to {mine(cfg)}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import string
 from pathlib import Path
 
 import pytest
@@ -46,12 +47,17 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hf_dir = folder / "hf"
     hf_dir.mkdir()
     words = sorted({w for p in load_corpus(DEMO / "corpus.jsonl").values() for w in tokenize(p.full_text())})
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
-    (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt"), do_lower_case=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.punctuation, *words]
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(hf_dir)
     tokenizer.save_pretrained(hf_dir)
     word = Transformer(str(hf_dir), max_seq_length=64)

@@ -17,8 +17,21 @@ def test_eval_retrieval_writes_the_documented_json(tmp_path: Path, capsys: pytes
     run = {q: {d: 1.0 for d in docs} | {"p0001": 0.5} for q, docs in qrels.items()}
     write_run(tmp_path / "run.trec", run)
     out = tmp_path / "m.json"
-    assert main(["eval", "retrieval", "--run", str(tmp_path / "run.trec"), "--qrels", str(DEMO / "qrels/test.tsv"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--run",
+                str(tmp_path / "run.trec"),
+                "--qrels",
+                str(DEMO / "qrels/test.tsv"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
     expected = evaluate_run(read_run(tmp_path / "run.trec"), qrels)
     assert doc["metrics"] == pytest.approx(expected.metrics)
@@ -30,7 +43,12 @@ def test_eval_retrieval_writes_the_documented_json(tmp_path: Path, capsys: pytes
 
 def test_eval_generation(tmp_path: Path) -> None:
     rows = [
-        {"id": "a", "prediction": "Paris is the capital.", "reference": "Paris", "contexts": ["Paris is the capital of France."]},
+        {
+            "id": "a",
+            "prediction": "Paris is the capital.",
+            "reference": "Paris",
+            "contexts": ["Paris is the capital of France."],
+        },
         {"id": "b", "prediction": "Berlin", "reference": "Berlin"},
     ]
     pred = tmp_path / "pred.jsonl"
@@ -82,8 +100,15 @@ def test_retriever_eval_bm25_on_demo(tmp_path: Path) -> None:
 
 def test_retriever_eval_dense_and_hybrid_with_a_tiny_encoder(tmp_path: Path, tiny_encoder: Path) -> None:
     out = tmp_path / "run"
-    args = ["retriever", "eval", "--config", "configs/tiny/retriever.yaml", f"output_dir={out}",
-            f"model.name={tiny_encoder}", "eval.methods=[bm25,dense,hybrid]"]
+    args = [
+        "retriever",
+        "eval",
+        "--config",
+        "configs/tiny/retriever.yaml",
+        f"output_dir={out}",
+        f"model.name={tiny_encoder}",
+        "eval.methods=[bm25,dense,hybrid]",
+    ]
     assert main(args) == 0
     metrics = json.loads((out / "summary.json").read_text())["metrics"]
     assert set(metrics) == {"bm25", "dense", "hybrid"}

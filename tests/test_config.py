@@ -79,7 +79,7 @@ def test_bad_files(tmp_path: Path) -> None:
         load_config(write(tmp_path, "a: [1,\n"), [], Outer)
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(write(tmp_path, "- 1\n- 2\n"), [], Outer)
-    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+    with pytest.raises(ConfigError, match=r"expected dotted\.key=value"):
         load_config(None, ["steps"], Outer)
 
 

@@ -19,6 +19,7 @@ This module imports no model code; ``import ragtune.eval.faithfulness`` leaves t
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import unicodedata
@@ -39,116 +40,22 @@ __all__ = [
 #: A short English stopword list: articles, pronouns, auxiliaries, prepositions, conjunctions and the
 #: answer particles "yes"/"no". Negations ("not", "never", "nor") are deliberately *not* stopwords:
 #: they flip a claim, so an answer that negates must find its negation in the evidence.
-STOPWORDS: frozenset[str] = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "this",
-        "that",
-        "these",
-        "those",
-        "there",
-        "here",
-        "i",
-        "me",
-        "my",
-        "we",
-        "our",
-        "us",
-        "you",
-        "your",
-        "he",
-        "him",
-        "his",
-        "she",
-        "her",
-        "it",
-        "its",
-        "they",
-        "them",
-        "their",
-        "who",
-        "whom",
-        "whose",
-        "which",
-        "what",
-        "when",
-        "where",
-        "why",
-        "how",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "am",
-        "do",
-        "does",
-        "did",
-        "done",
-        "doing",
-        "have",
-        "has",
-        "had",
-        "having",
-        "will",
-        "would",
-        "shall",
-        "should",
-        "can",
-        "could",
-        "may",
-        "might",
-        "must",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "from",
-        "by",
-        "with",
-        "without",
-        "about",
-        "as",
-        "into",
-        "onto",
-        "over",
-        "under",
-        "than",
-        "then",
-        "so",
-        "such",
-        "and",
-        "or",
-        "but",
-        "if",
-        "because",
-        "while",
-        "both",
-        "either",
-        "each",
-        "all",
-        "any",
-        "some",
-        "more",
-        "most",
-        "other",
-        "also",
-        "only",
-        "just",
-        "very",
-        "too",
-        "s",
-        "t",
-        "yes",
-        "no",
-    ]
-)
+# fmt: off
+STOPWORDS: frozenset[str] = frozenset([
+    "a", "an", "the", "this", "that", "these", "those", "there", "here",
+    "i", "me", "my", "we", "our", "us", "you", "your", "he", "him", "his", "she", "her", "it",
+    "its", "they", "them", "their", "who", "whom", "whose", "which", "what", "when", "where", "why",
+    "how",
+    "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "done", "doing",
+    "have", "has", "had", "having", "will", "would", "shall", "should", "can", "could", "may",
+    "might", "must",
+    "of", "in", "on", "at", "to", "for", "from", "by", "with", "without", "about", "as", "into",
+    "onto", "over", "under", "than", "then", "so", "such",
+    "and", "or", "but", "if", "because", "while", "both", "either", "each", "all", "any", "some",
+    "more", "most", "other", "also", "only", "just", "very", "too",
+    "s", "t", "yes", "no",
+])
+# fmt: on
 
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+")
 
@@ -169,7 +76,7 @@ def content_tokens(text: str) -> list[str]:
 
 
 def _bigrams(tokens: Sequence[str]) -> list[tuple[str, str]]:
-    return list(zip(tokens, tokens[1:]))
+    return list(itertools.pairwise(tokens))
 
 
 def lexical_faithfulness(answer: str, contexts: Sequence[str]) -> float:

@@ -1,4 +1,4 @@
-"""The retriever's configuration: model, data, evaluation (training and mining join in later)."""
+"""The retriever's configuration: model, data, training, hard-negative mining, index and evaluation."""
 
 from __future__ import annotations
 
@@ -28,10 +28,121 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """A BEIR-layout folder and the qrels split to use."""
+    """A BEIR-layout folder: the qrels split to evaluate on and the one to train on.
+
+    Training pairs come from ``triplets`` (JSONL, see data/README.md) when given, otherwise from the
+    ``train_split`` qrels (one pair per relevant document), with negatives from ``mining``.
+    """
 
     beir_dir: Path = Path("data/demo")
     split: str = "test"
+    train_split: str = "train"
+    triplets: Path | None = None
+    val_fraction: float = 0.1  # training queries held out for validation and early stopping
+    val_corpus_size: int = 2000  # validation searches the val positives plus a seeded corpus sample
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_corpus_size < 1:
+            raise ValueError("data.val_corpus_size must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    """Contrastive training (InfoNCE over in-batch and hard negatives; DPR, Karpukhin et al. 2020)."""
+
+    epochs: int = 3
+    max_steps: int = 0  # stop after this many optimiser steps (0: run all epochs)
+    batch_size: int = 32  # queries per step
+    hard_negatives: int = 1  # hard negatives per query taken from the triplets / mined file
+    lr: float = 2e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    temperature: float = 0.05  # logits = cos / temperature (0.05 = sentence-transformers' scale 20)
+    symmetric: bool = False  # add the passage -> query InfoNCE term
+    bf16: bool = True  # bf16 autocast (AMX on CPU); weights and optimiser stay fp32
+    dropout: float | None = 0.0  # None keeps the model's; 0 removes dropout mask generation
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    group_by_length: bool = True  # batches of similar passage length, in shuffled order
+    cached: bool = False  # GradCache: large batches in small memory (Gao et al. 2021)
+    mini_batch_size: int = 8  # chunk size of the cached mode
+    eval_every: int = 0  # validate every N steps (0: at the end of each epoch)
+    patience: int = 0  # stop after N validations without a better nDCG@10 (0: never)
+    save_every: int = 20  # write a resumable checkpoint every N steps
+    compile: bool = False  # torch.compile the encoder
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "mini_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1")
+        for name in ("max_steps", "hard_negatives", "eval_every", "patience", "save_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0")
+        if self.lr <= 0 or self.temperature <= 0:
+            raise ValueError("train.lr and train.temperature must be > 0")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError("train.warmup_ratio must be in [0, 1)")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError("train.dropout must be in [0, 1) or null")
+
+
+@dataclass
+class MiningConfig:
+    """Hard-negative mining: candidates from BM25 or the dense model, a rank window, and
+    false-negative filtering (positives excluded; candidates scoring within ``fn_ratio`` of the
+    positive's score dropped, the "TopK-PercPos" rule of NV-Retriever, Moreira et al. 2024)."""
+
+    method: Literal["bm25", "dense"] = "bm25"
+    rank_start: int = 1  # first rank (1-based) of the window candidates are drawn from
+    rank_end: int = 100  # last rank of the window
+    num_negatives: int = 4  # negatives kept per query
+    sampling: Literal["top", "random"] = "top"  # best-ranked in the window, or a seeded sample
+    fn_ratio: float | None = 0.95  # drop candidates with score >= fn_ratio * positive score; null: off
+    out: Path = Path("runs/mined/triplets.jsonl")
+
+    def __post_init__(self) -> None:
+        if self.rank_start < 1 or self.rank_end < self.rank_start:
+            raise ValueError(
+                f"mining window must satisfy 1 <= rank_start <= rank_end, got {self.rank_start}..{self.rank_end}"
+            )
+        if self.num_negatives < 1:
+            raise ValueError("mining.num_negatives must be >= 1")
+        if self.fn_ratio is not None and not 0.0 < self.fn_ratio <= 1.0:
+            raise ValueError("mining.fn_ratio must be in (0, 1] or null")
+
+
+@dataclass
+class IndexConfig:
+    """A FAISS index over normalised passage vectors (inner product = cosine)."""
+
+    kind: Literal["flat", "ivf", "hnsw", "ivfpq"] = "flat"
+    nlist: int = 1024  # IVF cells (capped at n_vectors / 39 so that training has enough points)
+    nprobe: int = 16  # IVF cells visited per query
+    hnsw_m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 64
+    pq_m: int = 48  # IVF-PQ sub-quantisers (must divide the dimension)
+    pq_nbits: int = 8
+    recall_queries: int = 1000  # sample of vectors used to report recall@10 against exact search
+    batch_size: int = 4096  # query vectors per FAISS call
+
+    def __post_init__(self) -> None:
+        for name in (
+            "nlist",
+            "nprobe",
+            "hnsw_m",
+            "ef_construction",
+            "ef_search",
+            "pq_m",
+            "pq_nbits",
+            "batch_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"index.{name} must be >= 1")
+        if self.recall_queries < 0:
+            raise ValueError("index.recall_queries must be >= 0")
 
 
 @dataclass
@@ -64,6 +175,9 @@ class RetrieverConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output_dir: Path = Path("runs/retriever")
     seed: int = 0

@@ -30,7 +30,9 @@ def lines(path: Path, *rows: object) -> Path:
 
 @pytest.fixture
 def beir(tmp_path: Path) -> Path:
-    lines(tmp_path / "corpus.jsonl", {"_id": "d1", "title": "T1", "text": "alpha"}, {"_id": 2, "text": "beta"})
+    lines(
+        tmp_path / "corpus.jsonl", {"_id": "d1", "title": "T1", "text": "alpha"}, {"_id": 2, "text": "beta"}
+    )
     lines(tmp_path / "queries.jsonl", {"_id": "q1", "text": "what is alpha"}, {"_id": "q2", "text": "beta?"})
     (tmp_path / "qrels").mkdir()
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\nq2\t2\t1\n")
@@ -79,7 +81,10 @@ def test_demo_data_loads() -> None:
         (['{"_id": "a", "text": "x"}', '{"_id": "b", "text": '], r"corpus\.jsonl:2: malformed JSON"),
         ([{"_id": "a", "text": "x"}, {"_id": "b"}], r"corpus\.jsonl:2: field 'text': missing"),
         ([{"_id": "a", "text": "x"}, {"text": "y"}], r"corpus\.jsonl:2: field '_id': missing"),
-        ([{"_id": "a", "text": "x"}, {"_id": "a", "text": "y"}], r"corpus\.jsonl:2: field '_id': duplicate id 'a'"),
+        (
+            [{"_id": "a", "text": "x"}, {"_id": "a", "text": "y"}],
+            r"corpus\.jsonl:2: field '_id': duplicate id 'a'",
+        ),
         ([{"_id": "a", "text": 5}], r"corpus\.jsonl:1: field 'text': expected a string, got int"),
         ([{"_id": "a", "text": "   "}], r"corpus\.jsonl:1: field 'text': empty"),
         ([{"_id": "a", "text": "x", "title": 3}], r"corpus\.jsonl:1: field 'title': expected a string"),
@@ -134,8 +139,11 @@ def test_triplets_by_text_and_by_id(beir: Path, tmp_path: Path) -> None:
     path = lines(
         tmp_path / "triplets.jsonl",
         {"query": "what is alpha", "positive": "alpha text", "negatives": ["beta text"]},
-        {"query_id": "q1", "positive_ids": ["d1"],
-         "negatives": [{"id": "2", "source": "bm25", "rank": 3, "score": 1.5}]},
+        {
+            "query_id": "q1",
+            "positive_ids": ["d1"],
+            "negatives": [{"id": "2", "source": "bm25", "rank": 3, "score": 1.5}],
+        },
         {"query": "q", "positives": [{"text": "p", "title": "t"}, {"id": "d1"}]},
     )
     t = load_triplets(path, data.corpus, data.queries)
@@ -155,13 +163,24 @@ def test_triplets_by_text_and_by_id(beir: Path, tmp_path: Path) -> None:
     [
         ({"positive": "p"}, r":1: field 'query': missing"),
         ({"query": "q"}, r":1: field 'positives': missing"),
-        ({"query": "q", "positive_ids": ["zz"]}, r":1: field 'positive_ids\[0\]\.id': unknown passage id 'zz'"),
+        (
+            {"query": "q", "positive_ids": ["zz"]},
+            r":1: field 'positive_ids\[0\]\.id': unknown passage id 'zz'",
+        ),
         ({"query_id": "q7", "positive": "p"}, r":1: field 'query_id': unknown query id 'q7'"),
         ({"query": "q", "positives": []}, r":1: field 'positives': no positive passage"),
-        ({"query": "q", "positive": "p", "negatives": [{"id": "d1", "rank": "1"}]},
-         r":1: field 'negatives\[0\]\.rank': expected an integer"),
-        ({"query": "q", "positive": "p", "negatives": [7]}, r":1: field 'negatives\[0\]': expected a text or an object"),
-        ({"query": "q", "positive": "p", "negatives": [{"score": 1}]}, r":1: field 'negatives\[0\]': needs an 'id'"),
+        (
+            {"query": "q", "positive": "p", "negatives": [{"id": "d1", "rank": "1"}]},
+            r":1: field 'negatives\[0\]\.rank': expected an integer",
+        ),
+        (
+            {"query": "q", "positive": "p", "negatives": [7]},
+            r":1: field 'negatives\[0\]': expected a text or an object",
+        ),
+        (
+            {"query": "q", "positive": "p", "negatives": [{"score": 1}]},
+            r":1: field 'negatives\[0\]': needs an 'id'",
+        ),
     ],
 )
 def test_triplet_errors(beir: Path, tmp_path: Path, row: dict, pattern: str) -> None:
@@ -175,18 +194,31 @@ def test_qa_contexts_by_id_and_text(beir: Path, tmp_path: Path) -> None:
     data = load_beir(beir, "test")
     path = lines(
         tmp_path / "qa.jsonl",
-        {"id": "a", "question": "Q?", "answer": "A", "contexts": ["d1", "free text"], "positive_ids": ["d1"],
-         "split": "train"},
+        {
+            "id": "a",
+            "question": "Q?",
+            "answer": "A",
+            "contexts": ["d1", "free text"],
+            "positive_ids": ["d1"],
+            "split": "train",
+        },
         {"id": "b", "question": "Q2?", "answer": "B"},
     )
     qa = load_qa(path, data.corpus)
     assert [p.id for p in qa[0].contexts] == ["d1", text_id("free text")]
-    assert qa[0].contexts[0].text == "alpha" and qa[0].positive_ids == ("d1",) and qa[0].meta == {"split": "train"}
+    assert (
+        qa[0].contexts[0].text == "alpha"
+        and qa[0].positive_ids == ("d1",)
+        and qa[0].meta == {"split": "train"}
+    )
     assert qa[1].contexts == ()
     for row, pattern in [
         ({"id": "a", "question": "Q", "answer": "A", "positive_ids": ["zz"]}, r"field 'positive_ids\[0\]'"),
         ({"id": "a", "question": "Q"}, r":1: field 'answer': missing"),
-        ({"id": "a", "question": "Q", "answer": "A", "contexts": "d1x"}, r":1: field 'contexts': expected a list, got str"),
+        (
+            {"id": "a", "question": "Q", "answer": "A", "contexts": "d1x"},
+            r":1: field 'contexts': expected a list, got str",
+        ),
     ]:
         lines(path, row)
         with pytest.raises(DataError, match=pattern):

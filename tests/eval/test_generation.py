@@ -13,7 +13,12 @@ def test_squad_normalisation_em_and_f1() -> None:
     assert exact_match("Eiffel", "Eiffel Tower") == 0.0
     # pred tokens [paris, france], ref [paris]: P = 1/2, R = 1, F1 = 2/3
     assert token_f1("Paris, France", "Paris") == pytest.approx(2 / 3)
-    assert token_f1("", "") == 1.0 and token_f1("word", "") == 0.0 and token_f1("a", "the") == 1.0 and token_f1("x", "y") == 0.0
+    assert (
+        token_f1("", "") == 1.0
+        and token_f1("word", "") == 0.0
+        and token_f1("a", "the") == 1.0
+        and token_f1("x", "y") == 0.0
+    )
 
 
 def test_rouge_hand_computed_with_stemming() -> None:
@@ -29,7 +34,21 @@ def test_equals_google_rouge_score_on_random_texts() -> None:
     from rouge_score import rouge_scorer
 
     rng = random.Random(0)
-    words = "the a patients study results showed significant increase decreased running runs cells cell".split()
+    words = [
+        "the",
+        "a",
+        "patients",
+        "study",
+        "results",
+        "showed",
+        "significant",
+        "increase",
+        "decreased",
+        "running",
+        "runs",
+        "cells",
+        "cell",
+    ]
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     preds = [" ".join(rng.choices(words, k=rng.randint(1, 20))) for _ in range(50)]
     refs = [" ".join(rng.choices(words, k=rng.randint(1, 20))) for _ in range(50)]

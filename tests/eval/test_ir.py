@@ -9,7 +9,9 @@ import pytest
 
 from ragtune.eval.ir import evaluate_run, map_at_k, mrr_at_k, ndcg_at_k, rank_documents, top_k
 
-pytrec_eval = pytest.importorskip("pytrec_eval", reason="pytrec-eval-terrier (dev extra) is the trec_eval reference")
+pytrec_eval = pytest.importorskip(
+    "pytrec_eval", reason="pytrec-eval-terrier (dev extra) is the trec_eval reference"
+)
 
 KS = (1, 3, 5, 10, 20, 100)
 
@@ -28,7 +30,10 @@ def random_case(seed: int) -> tuple[dict, dict]:
             continue  # a judged query the run does not answer
         retrieved = rng.sample(docs, rng.randint(1, 120))
         # Few distinct scores, so many ties, plus relevant documents pulled up.
-        run[q] = {d: float(rng.randint(0, 6)) + (0.5 if qrels[q].get(d, 0) and rng.random() < 0.5 else 0) for d in retrieved}
+        run[q] = {
+            d: float(rng.randint(0, 6)) + (0.5 if qrels[q].get(d, 0) and rng.random() < 0.5 else 0)
+            for d in retrieved
+        }
     run["unjudged"] = {"d1": 1.0}
     return qrels, run
 
@@ -47,11 +52,17 @@ def test_equals_trec_eval_on_random_runs_with_ties_and_grades(seed: int) -> None
             continue
         for ours, theirs in names.items():
             for k in KS:
-                assert mine.per_query[qid][f"{ours}@{k}"] == pytest.approx(ref[f"{theirs}_{k}"], abs=1e-6), (qid, ours, k)
+                assert mine.per_query[qid][f"{ours}@{k}"] == pytest.approx(ref[f"{theirs}_{k}"], abs=1e-6), (
+                    qid,
+                    ours,
+                    k,
+                )
                 compared += 1
         # trec_eval's recip_rank has no cut-off; MRR@k equals it on the run cut to k documents.
         assert mine.per_query[qid]["MRR@100"] == pytest.approx(
-            pytrec_eval.RelevanceEvaluator({qid: qrels[qid]}, {"recip_rank"}).evaluate(top_k({qid: run[qid]}, 100))[qid]["recip_rank"],
+            pytrec_eval.RelevanceEvaluator({qid: qrels[qid]}, {"recip_rank"}).evaluate(
+                top_k({qid: run[qid]}, 100)
+            )[qid]["recip_rank"],
             abs=1e-6,
         )
     assert compared > 1000

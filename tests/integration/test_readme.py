@@ -43,7 +43,9 @@ def test_readme_quickstart_commands_run(tmp_path: Path) -> None:
         for line in lines:
             args = shlex.split(line)
             assert args[0] == "ragtune", line
-            proc = subprocess.run(ragtune + args[1:], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+            proc = subprocess.run(
+                ragtune + args[1:], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+            )
             assert proc.returncode == 0, f"{line}\n{proc.stderr[-3000:]}"
             ran += 1
     assert ran >= 3

@@ -1,0 +1,447 @@
+"""Contrastive training of the bi-encoder: ``train(cfg) -> output folder``.
+
+One step takes ``batch_size`` (query, positive, hard negatives) examples, encodes queries and
+passages with their own length limits, and minimises InfoNCE over in-batch plus hard negatives with
+known positives masked (:mod:`ragtune.retriever.losses`). What makes it fast on a CPU (each lever
+measured in ``benchmarks/retriever_scifact``):
+
+- bf16 autocast (AMX matrix units), fp32 master weights and optimiser;
+- no dropout by default: the peer spends about a quarter of a step generating dropout masks;
+- SDPA attention instead of eager softmax(QK^T)V;
+- length-grouped batches, so a batch pads to similar lengths; queries padded separately at 64 tokens.
+
+The cached mode (GradCache, Gao et al. 2021) encodes the batch without a graph, takes the loss
+gradient with respect to the embeddings, then re-encodes mini-batches with a graph and
+back-propagates those gradients: the same update as a plain step, in memory bounded by the
+mini-batch.
+
+Outputs in ``cfg.output_dir``: ``model/`` (the final model: the best validated one when validating;
+a standard sentence-transformers folder), ``checkpoint/`` (resumable state, rewritten atomically
+every ``save_every`` steps), ``history.jsonl`` (loss, learning rate, throughput, validation), and the
+resolved ``config.yaml``. Running the same command again after a kill resumes from ``checkpoint/``
+and ends with the same weights as an unbroken run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+from tqdm.auto import tqdm
+
+from ragtune.config import save_config, to_dict
+from ragtune.data.io import atomic_write_text, load_beir, load_triplets
+from ragtune.data.schema import Passage, Query, Triplet
+from ragtune.eval.ir import evaluate_run
+from ragtune.models import resolve_model
+from ragtune.retriever.config import RetrieverConfig
+from ragtune.retriever.losses import false_negative_mask, info_nce_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: a query, one positive, its hard negatives, and every known positive id
+    of the query (for false-negative masking)."""
+
+    query: Query
+    positive: Passage
+    negatives: tuple[Passage, ...]
+    positive_ids: frozenset[str]
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def build_examples(triplets: Sequence[Triplet], hard_negatives: int) -> list[Example]:
+    """One example per (query, positive) pair, with up to ``hard_negatives`` negatives each."""
+    positives: dict[str, set[str]] = {}
+    for t in triplets:
+        positives.setdefault(t.query.id, set()).update(p.id for p in t.positives)
+    out = []
+    for t in triplets:
+        negs = tuple(n.passage for n in t.negatives if n.passage.id not in positives[t.query.id])[
+            :hard_negatives
+        ]
+        for p in t.positives:
+            out.append(Example(t.query, p, negs, frozenset(positives[t.query.id])))
+    return out
+
+
+def _training_triplets(cfg: RetrieverConfig) -> tuple[list[Triplet], dict[str, Passage]]:
+    data = load_beir(cfg.data.beir_dir, cfg.data.train_split)
+    if cfg.data.triplets is not None:
+        return load_triplets(cfg.data.triplets, data.corpus, data.queries), data.corpus
+    triplets = [
+        Triplet(data.queries[qid], tuple(data.corpus[d] for d, r in rels.items() if r >= 1))
+        for qid, rels in data.qrels.items()
+        if any(r >= 1 for r in rels.values())
+    ]
+    if cfg.train.hard_negatives:
+        log.warning(
+            "no data.triplets given: training on in-batch negatives only (run `ragtune retriever mine`)"
+        )
+    return triplets, data.corpus
+
+
+def split_validation(
+    triplets: list[Triplet], fraction: float, seed: int
+) -> tuple[list[Triplet], list[Triplet]]:
+    """Hold out a seeded ``fraction`` of the query ids (all their triplets) for validation."""
+    qids = sorted({t.query.id for t in triplets})
+    n_val = round(len(qids) * fraction)
+    val = set(random.Random(seed).sample(qids, n_val)) if n_val else set()
+    return [t for t in triplets if t.query.id not in val], [t for t in triplets if t.query.id in val]
+
+
+def batch_order(
+    examples: Sequence[Example], batch_size: int, seed: int, epoch: int, group_by_length: bool
+) -> list[list[int]]:
+    """The batches of one epoch as lists of example indices; a pure function of (seed, epoch).
+
+    With ``group_by_length``, examples are shuffled, cut into mega-batches of 50 batches, sorted by
+    passage length inside each, split into batches, and the batch order is shuffled again.
+    """
+    rng = random.Random(seed * 100_003 + epoch)
+    idx = list(range(len(examples)))
+    rng.shuffle(idx)
+    if group_by_length:
+        mega = batch_size * 50
+        grouped = []
+        for s in range(0, len(idx), mega):
+            chunk = idx[s : s + mega]
+            chunk.sort(key=lambda i: len(examples[i].positive.full_text()), reverse=True)
+            grouped.extend(chunk)
+        idx = grouped
+    batches = [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
+    if group_by_length:
+        rng.shuffle(batches)
+    return batches
+
+
+# ----------------------------------------------------------------------------------------- model
+
+
+def load_for_training(cfg: RetrieverConfig) -> SentenceTransformer:
+    """The encoder with the chosen attention kernel, and dropout set as configured."""
+    model = SentenceTransformer(
+        resolve_model(cfg.model.name),
+        device="cpu",
+        model_kwargs={"attn_implementation": cfg.train.attn_implementation},
+    )
+    if cfg.train.dropout is not None:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = cfg.train.dropout
+    return model
+
+
+def _encode(model: SentenceTransformer, texts: list[str], max_length: int) -> torch.Tensor:
+    """Embeddings ``[len(texts), dim]`` with a graph (the caller decides grad / autocast)."""
+    model.max_seq_length = max_length
+    features = model.tokenize(texts)
+    return model(features)["sentence_embedding"]
+
+
+def _batch_tensors(cfg: RetrieverConfig, batch: Sequence[Example]):
+    """Texts and targets of one batch: queries, passages (positives then negatives), targets, mask."""
+    m = cfg.model
+    queries = [m.query_prefix + e.query.text for e in batch]
+    passages = [e.positive for e in batch] + [n for e in batch for n in e.negatives]
+    ptexts = [m.passage_prefix + p.full_text() for p in passages]
+    targets = torch.arange(len(batch))
+    mask = false_negative_mask([e.positive_ids for e in batch], [p.id for p in passages], targets)
+    return queries, ptexts, targets, mask
+
+
+def _autocast(enabled: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[Example]) -> float:
+    """Forward and backward of one batch (plain or cached); returns the loss value."""
+    queries, ptexts, targets, mask = _batch_tensors(cfg, batch)
+    t, m = cfg.train, cfg.model
+    if not t.cached:
+        with _autocast(t.bf16):
+            q = _encode(model, queries, m.max_query_length)
+            p = _encode(model, ptexts, m.max_passage_length)
+        loss = info_nce_loss(q, p, targets, t.temperature, mask, t.symmetric)
+        loss.backward()
+        return float(loss.detach())
+    # GradCache: 1) embeddings without a graph, 2) loss gradient w.r.t. embeddings, 3) re-encode with
+    # a graph chunk by chunk and back-propagate that gradient (RNG replayed so dropout masks match).
+    chunks = [(queries, m.max_query_length), (ptexts, m.max_passage_length)]
+    reps, states = [], []
+    with torch.no_grad(), _autocast(t.bf16):
+        for texts, length in chunks:
+            parts = []
+            for s in range(0, len(texts), t.mini_batch_size):
+                states.append(torch.get_rng_state())
+                parts.append(_encode(model, texts[s : s + t.mini_batch_size], length).float())
+            reps.append(torch.cat(parts))
+    q, p = (r.detach().requires_grad_() for r in reps)
+    loss = info_nce_loss(q, p, targets, t.temperature, mask, t.symmetric)
+    loss.backward()
+    grads = [q.grad, p.grad]
+    k = 0
+    for (texts, length), grad in zip(chunks, grads, strict=True):
+        for s in range(0, len(texts), t.mini_batch_size):
+            torch.set_rng_state(states[k])
+            k += 1
+            with _autocast(t.bf16):
+                emb = _encode(model, texts[s : s + t.mini_batch_size], length)
+            emb.float().backward(grad[s : s + t.mini_batch_size])
+    return float(loss.detach())
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+class Validator:
+    """nDCG@10 on held-out queries over their positives plus a seeded sample of the corpus."""
+
+    def __init__(self, cfg: RetrieverConfig, val: Sequence[Triplet], corpus: dict[str, Passage]):
+        self.cfg = cfg
+        self.queries = {t.query.id: t.query for t in val}
+        self.qrels: dict[str, dict[str, int]] = {}
+        for t in val:
+            self.qrels.setdefault(t.query.id, {}).update({p.id: 1 for p in t.positives})
+        keep = {pid for rels in self.qrels.values() for pid in rels}
+        others = sorted(set(corpus) - keep)
+        n_extra = max(0, min(len(others), cfg.data.val_corpus_size - len(keep)))
+        keep |= set(random.Random(cfg.seed).sample(others, n_extra))
+        self.passages = [p for pid, p in corpus.items() if pid in keep]
+
+    def __call__(self, model: SentenceTransformer) -> dict[str, float]:
+        from ragtune.retriever.index import DenseIndex
+        from ragtune.retriever.model import encode
+
+        m, e = self.cfg.model, self.cfg.eval
+        was_training = model.training
+        model.eval()
+        pvec = encode(
+            model,
+            [p.full_text() for p in self.passages],
+            prefix=m.passage_prefix,
+            max_length=m.max_passage_length,
+            batch_size=e.batch_size,
+            bf16=e.bf16,
+            show_progress=False,
+        )
+        qvec = encode(
+            model,
+            [q.text for q in self.queries.values()],
+            prefix=m.query_prefix,
+            max_length=m.max_query_length,
+            batch_size=e.batch_size,
+            bf16=e.bf16,
+            show_progress=False,
+        )
+        model.train(was_training)
+        hits = DenseIndex.flat(pvec, [p.id for p in self.passages]).search(qvec, 100)
+        run = {qid: dict(h) for qid, h in zip(self.queries, hits, strict=True)}
+        return evaluate_run(run, self.qrels, ks=(10, 100), metrics=("nDCG", "Recall", "MRR")).metrics
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+
+
+def _save_dir_atomically(target: Path, write) -> None:
+    """Write a folder through ``write(tmp_folder)`` and swap it in place of ``target``."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> None:
+    def write(tmp: Path) -> None:
+        model.save(str(tmp / "model"))
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            tmp / "optimizer.pt",
+        )
+        (tmp / "state.json").write_text(json.dumps(state))
+
+    _save_dir_atomically(folder, write)
+
+
+# ------------------------------------------------------------------------------------------ train
+
+
+def train(cfg: RetrieverConfig) -> Path:
+    """Train the bi-encoder as configured; returns ``cfg.output_dir`` (model in ``model/``)."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint"
+    resolved = to_dict(cfg)
+    if (ckpt / "state.json").exists() and (out / "config.yaml").exists():
+        import yaml
+
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+        if saved != resolved:
+            raise ValueError(
+                f"{out} holds a checkpoint of a run with a different config; "
+                "use another output_dir or delete the old run"
+            )
+    save_config(cfg, out / "config.yaml")
+    t = cfg.train
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    triplets, corpus = _training_triplets(cfg)
+    train_t, val_t = split_validation(triplets, cfg.data.val_fraction, cfg.seed)
+    examples = build_examples(train_t, t.hard_negatives)
+    if not examples:
+        raise ValueError("no training examples")
+    validator = Validator(cfg, val_t, corpus) if val_t else None
+    steps_per_epoch = math.ceil(len(examples) / t.batch_size)
+    total = steps_per_epoch * t.epochs
+    if t.max_steps:
+        total = min(total, t.max_steps)
+
+    resuming = (ckpt / "state.json").exists()
+    model = load_for_training(cfg)
+    if resuming:
+        state = json.loads((ckpt / "state.json").read_text())
+        model = SentenceTransformer(
+            str(ckpt / "model"), device="cpu", model_kwargs={"attn_implementation": t.attn_implementation}
+        )
+        if t.dropout is not None:
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = t.dropout
+        log.info("resuming from %s at step %d", ckpt, state["step"])
+    else:
+        state = {"step": 0, "best": None, "bad_evals": 0, "stopped": False}
+    if t.compile:
+        model[0].auto_model = torch.compile(model[0].auto_model, dynamic=True)
+
+    decay = [
+        p
+        for n, p in model.named_parameters()
+        if p.requires_grad and not any(k in n for k in ("bias", "LayerNorm", "norm"))
+    ]
+    no_decay = [
+        p
+        for n, p in model.named_parameters()
+        if p.requires_grad and any(k in n for k in ("bias", "LayerNorm", "norm"))
+    ]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=t.lr,
+    )
+    warmup = int(total * t.warmup_ratio)
+
+    def lr_lambda(step: int) -> float:  # linear warm-up, then linear decay to 0
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    if resuming:
+        saved = torch.load(ckpt / "optimizer.pt", weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+
+    history = out / "history.jsonl"
+    if history.exists():  # keep only what the checkpoint has seen: resumed steps are logged again
+        kept = [
+            ln
+            for ln in history.read_text().splitlines()
+            if resuming and json.loads(ln)["step"] <= state["step"]
+        ]
+        atomic_write_text(history, "".join(ln + "\n" for ln in kept))
+    model.train(t.dropout is None or t.dropout > 0)  # without dropout, eval mode skips mask work
+    eval_every = t.eval_every or steps_per_epoch
+    bar = tqdm(total=total, initial=state["step"], desc="retriever", unit="step")
+    window_pairs, window_start = 0, time.perf_counter()
+    while state["step"] < total and not state["stopped"]:
+        epoch, offset = divmod(state["step"], steps_per_epoch)
+        batches = batch_order(examples, t.batch_size, cfg.seed, epoch, t.group_by_length)
+        for batch_idx in batches[offset:]:
+            batch = [examples[i] for i in batch_idx]
+            optimizer.zero_grad(set_to_none=True)
+            loss = step_loss(model, cfg, batch)
+            if t.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            state["step"] += 1
+            window_pairs += len(batch)
+            elapsed = time.perf_counter() - window_start
+            record = {
+                "step": state["step"],
+                "epoch": epoch,
+                "loss": loss,
+                "lr": scheduler.get_last_lr()[0],
+                "pairs_per_s": window_pairs / elapsed if elapsed > 0 else 0.0,
+            }
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", pairs_s=f"{record['pairs_per_s']:.1f}")
+            if validator is not None and (state["step"] % eval_every == 0 or state["step"] == total):
+                metrics = validator(model)
+                record["val"] = metrics
+                score = metrics["nDCG@10"]
+                log.info("step %d: validation nDCG@10 %.4f", state["step"], score)
+                if state["best"] is None or score > state["best"]["nDCG@10"]:
+                    state["best"] = {"nDCG@10": score, "step": state["step"]}
+                    state["bad_evals"] = 0
+                    _save_dir_atomically(out / "best", lambda tmp: model.save(str(tmp)))
+                else:
+                    state["bad_evals"] += 1
+                    if t.patience and state["bad_evals"] >= t.patience:
+                        log.info("early stopping: %d validations without improvement", state["bad_evals"])
+                        state["stopped"] = True
+            with history.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if (
+                state["stopped"]
+                or state["step"] == total
+                or (t.save_every and state["step"] % t.save_every == 0)
+            ):
+                _save_checkpoint(ckpt, model, optimizer, scheduler, state)
+            if state["stopped"] or state["step"] >= total:
+                break
+    bar.close()
+    final = out / "best" if (out / "best").exists() else None
+    if final is not None:
+        _save_dir_atomically(out / "model", lambda tmp: shutil.copytree(final, tmp, dirs_exist_ok=True))
+    else:
+        _save_dir_atomically(out / "model", lambda tmp: model.save(str(tmp)))
+    summary = {
+        "steps": state["step"],
+        "examples": len(examples),
+        "validation_queries": len(val_t),
+        "best": state["best"],
+        "early_stopped": state["stopped"],
+    }
+    atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+    log.info("training done: %s", summary)
+    return out
