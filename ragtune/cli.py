@@ -62,7 +62,30 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(rt.add_parser("eval", help="score BM25 / dense / hybrid retrieval on a BEIR folder"))
     _config_args(rt.add_parser("train", help="contrastive training of the bi-encoder"))
     _config_args(rt.add_parser("mine", help="mine hard negatives (BM25 or dense) into a triplets file"))
+    ix = sub.add_parser("index", help="FAISS index over a corpus").add_subparsers(dest="cmd", required=True)
+    _config_args(ix.add_parser("build", help="encode the corpus and build the configured FAISS index"))
+    s = ix.add_parser("search", help="search a saved index with the queries of a queries.jsonl")
+    s.add_argument("--index", type=Path, required=True, help="index folder written by `ragtune index build`")
+    s.add_argument("--queries", type=Path, required=True, help="BEIR queries.jsonl")
+    s.add_argument("--out", type=Path, required=True, help="TREC run file to write")
+    s.add_argument("--k", type=int, default=100, help="documents per query")
+    s.add_argument("--model", default=None, help="query encoder (default: the one recorded in the index)")
     return parser
+
+
+def _index(args: argparse.Namespace) -> int:
+    from ragtune.retriever import index
+
+    if args.cmd == "build":
+        from ragtune.retriever.config import RetrieverConfig
+
+        folder = index.build(load_config(args.config, args.overrides, RetrieverConfig))
+        print(f"index written to {folder}")
+    else:
+        print(
+            f"run written to {index.search(args.index, args.queries, args.out, k=args.k, model_name=args.model)}"
+        )
+    return 0
 
 
 def _eval_retrieval(args: argparse.Namespace) -> int:
@@ -72,7 +95,10 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
 
     result = evaluate_run(read_run(args.run), load_qrels(args.qrels), ks=args.k)
     write_metrics(args.out, result.metrics, result.per_query, n_queries=result.n_queries)
-    print(markdown_table({args.run.name: result.metrics}, label="run"))
+    columns = [
+        c for c in ("nDCG@10", "Recall@10", "Recall@100", "MRR@10", "MAP@100", "P@10") if c in result.metrics
+    ]
+    print(markdown_table({args.run.name: result.metrics}, columns or None, label="run"))
     print(f"{result.n_queries} queries; written to {args.out}")
     return 0
 
@@ -170,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ragtune`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU variant it tries
     handlers = {
         ("eval", "retrieval"): _eval_retrieval,
         ("eval", "generation"): _eval_generation,
@@ -179,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.group == "retriever":
             return _retriever(args)
+        if args.group == "index":
+            return _index(args)
         return handlers[(args.group, args.cmd)](args)
     except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
         print(f"ragtune: error: {exc}", file=sys.stderr)

@@ -155,6 +155,9 @@ class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20, 100])
     depth: int = 100  # documents retrieved per query
     rrf_k: int = 60  # reciprocal rank fusion constant for hybrid
+    index_dir: Path | None = (
+        None  # score this saved index (ragtune index build) instead of encoding the corpus
+    )
     batch_size: int = 64
     bf16: bool = True  # bf16 autocast while encoding (AMX CPUs and GPUs)
 

@@ -46,16 +46,21 @@ def evaluate(cfg: RetrieverConfig) -> Path:
         from ragtune.retriever.model import encode, load_encoder
 
         t0 = time.perf_counter()
-        model = load_encoder(cfg.model.name)
         m, e = cfg.model, cfg.eval
-        pvec = encode(
-            model,
-            ptexts,
-            prefix=m.passage_prefix,
-            max_length=m.max_passage_length,
-            batch_size=e.batch_size,
-            bf16=e.bf16,
-        )
+        if e.index_dir is not None:
+            index = DenseIndex.load(e.index_dir)
+            model = load_encoder(index.encoder.get("model") or m.name, bf16=e.bf16)
+        else:
+            model = load_encoder(m.name, bf16=e.bf16)
+            pvec = encode(
+                model,
+                ptexts,
+                prefix=m.passage_prefix,
+                max_length=m.max_passage_length,
+                batch_size=e.batch_size,
+                bf16=e.bf16,
+            )
+            index = DenseIndex.flat(pvec, pids)
         qvec = encode(
             model,
             qtexts,
@@ -64,7 +69,7 @@ def evaluate(cfg: RetrieverConfig) -> Path:
             batch_size=e.batch_size,
             bf16=e.bf16,
         )
-        hits = DenseIndex.flat(pvec, pids).search(qvec, depth)
+        hits = index.search(qvec, depth)
         runs["dense"] = {q: dict(h) for q, h in zip(qids, hits, strict=True)}
         timings["dense"] = time.perf_counter() - t0
     if "hybrid" in methods:

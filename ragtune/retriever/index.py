@@ -450,7 +450,7 @@ def build(cfg: RetrieverConfig) -> Path:
     corpus = load_corpus(Path(cfg.data.beir_dir) / "corpus.jsonl")
     m, e = cfg.model, cfg.eval
     log.info("encoding %d passages with %s", len(corpus), m.name)
-    model = load_encoder(m.name)
+    model = load_encoder(m.name, bf16=cfg.eval.bf16)
     vectors = encode(
         model,
         [p.full_text() for p in corpus.values()],

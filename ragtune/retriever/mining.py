@@ -122,7 +122,7 @@ def _dense_candidates(
     from ragtune.retriever.model import encode, load_encoder
 
     m, e = cfg.model, cfg.eval
-    model = load_encoder(m.name)
+    model = load_encoder(m.name, bf16=cfg.eval.bf16)
     pvec = encode(
         model,
         ptexts,

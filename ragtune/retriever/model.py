@@ -12,9 +12,17 @@ from sentence_transformers import SentenceTransformer
 from ragtune.models import resolve_model
 
 
-def load_encoder(name: str, device: str | None = None) -> SentenceTransformer:
-    """Load a sentence-transformers model by name or path (the packaged default resolves offline)."""
-    return SentenceTransformer(resolve_model(name), device=device or "cpu")
+def load_encoder(name: str, device: str | None = None, bf16: bool = False) -> SentenceTransformer:
+    """Load a sentence-transformers model by name or path (the packaged default resolves offline).
+
+    ``bf16`` casts the weights to bfloat16 for inference: on AMX CPUs this encodes ~3x faster than
+    fp32 and ~20% faster than bf16 autocast (no per-call weight casts), with nDCG@10 within 0.001
+    (benchmarks/retriever_scifact). Never train such a model: use autocast for training.
+    """
+    model = SentenceTransformer(resolve_model(name), device=device or "cpu")
+    if bf16:
+        model.to(torch.bfloat16)
+    return model
 
 
 def encode(
@@ -30,11 +38,17 @@ def encode(
     """Encode ``texts`` into L2-normalised float32 vectors of shape ``[len(texts), dim]``.
 
     Texts are sorted by length inside sentence-transformers, so padding stays small; ``bf16`` runs
-    the forward pass under bf16 autocast (AMX on CPU), keeping the output in float32.
+    the forward pass under bf16 autocast when the weights are fp32 (with bf16 weights it is already
+    bf16); the output is float32.
     """
     model.max_seq_length = max_length
     device_type = "cuda" if str(model.device).startswith("cuda") else "cpu"
-    ctx = torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    fp32_weights = next(model.parameters()).dtype == torch.float32
+    ctx = (
+        torch.autocast(device_type, dtype=torch.bfloat16)
+        if bf16 and fp32_weights
+        else contextlib.nullcontext()
+    )
     with ctx, torch.inference_mode():
         vectors = model.encode(
             [prefix + t for t in texts],
@@ -43,4 +57,6 @@ def encode(
             normalize_embeddings=True,
             show_progress_bar=show_progress,
         )
-    return np.ascontiguousarray(vectors, dtype=np.float32)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    # bf16 outputs are normalised before the cast to float32: normalise again in float32.
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

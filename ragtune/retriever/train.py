@@ -152,7 +152,7 @@ def load_for_training(cfg: RetrieverConfig) -> SentenceTransformer:
 def _encode(model: SentenceTransformer, texts: list[str], max_length: int) -> torch.Tensor:
     """Embeddings ``[len(texts), dim]`` with a graph (the caller decides grad / autocast)."""
     model.max_seq_length = max_length
-    features = model.tokenize(texts)
+    features = model.preprocess(texts)
     return model(features)["sentence_embedding"]
 
 
@@ -381,18 +381,22 @@ def train(cfg: RetrieverConfig) -> Path:
     model.train(t.dropout is None or t.dropout > 0)  # without dropout, eval mode skips mask work
     eval_every = t.eval_every or steps_per_epoch
     bar = tqdm(total=total, initial=state["step"], desc="retriever", unit="step")
+    step_time, step_pairs = 0.0, 0  # time in optimisation steps only (no validation, no checkpoints)
     window_pairs, window_start = 0, time.perf_counter()
     while state["step"] < total and not state["stopped"]:
         epoch, offset = divmod(state["step"], steps_per_epoch)
         batches = batch_order(examples, t.batch_size, cfg.seed, epoch, t.group_by_length)
         for batch_idx in batches[offset:]:
             batch = [examples[i] for i in batch_idx]
+            started = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             loss = step_loss(model, cfg, batch)
             if t.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
             optimizer.step()
             scheduler.step()
+            step_time += time.perf_counter() - started
+            step_pairs += len(batch)
             state["step"] += 1
             window_pairs += len(batch)
             elapsed = time.perf_counter() - window_start
@@ -439,6 +443,8 @@ def train(cfg: RetrieverConfig) -> Path:
         "steps": state["step"],
         "examples": len(examples),
         "validation_queries": len(val_t),
+        "step_seconds_this_process": step_time,
+        "pairs_per_s": step_pairs / step_time if step_time else None,
         "best": state["best"],
         "early_stopped": state["stopped"],
     }

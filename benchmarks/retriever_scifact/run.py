@@ -1,0 +1,298 @@
+"""Retriever benchmark on SciFact: zero-shot, BM25, hybrid, ragtune fine-tuned, and the peer.
+
+    python benchmarks/retriever_scifact/run.py [--epochs 3] [--skip-peer]
+
+Everything runs on this machine in one run, so the ratios are comparable. Training runs are child
+processes (their peak RSS is measured with wait4); evaluation encodes the corpus with the same code
+(bf16 weights) for every model. Writes benchmarks/results/retriever_scifact.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import SHARED_DATASETS, write_result  # noqa: E402
+from ragtune.data.io import load_beir  # noqa: E402
+from ragtune.eval.ir import evaluate_run  # noqa: E402
+from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion, tokenize  # noqa: E402
+
+METRICS = ("nDCG@10", "Recall@10", "Recall@100", "MRR@10")
+SEED = 0
+
+
+def child(cmd: list[str], log: Path) -> tuple[float, float]:
+    """Run ``cmd`` as a child process; return (wall seconds, peak RSS in MB of that child)."""
+    start = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed; see {log}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def pick(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: round(metrics[k], 4) for k in METRICS}
+
+
+def dense_run(model_name: str, data, bf16: bool) -> tuple[dict, float, np.ndarray, np.ndarray]:
+    """Exact dense retrieval of the test queries; returns (run, corpus docs/s, passage vecs, query vecs)."""
+    from ragtune.retriever.index import DenseIndex
+    from ragtune.retriever.model import encode, load_encoder
+
+    model = load_encoder(model_name, bf16=bf16)
+    texts = [p.full_text() for p in data.corpus.values()]
+    start = time.perf_counter()
+    pvec = encode(model, texts, max_length=256, batch_size=32, bf16=bf16, show_progress=False)
+    docs_per_s = len(texts) / (time.perf_counter() - start)
+    queries = data.split_queries()
+    qvec = encode(
+        model,
+        [q.text for q in queries.values()],
+        max_length=64,
+        batch_size=64,
+        bf16=bf16,
+        show_progress=False,
+    )
+    hits = DenseIndex.flat(pvec, list(data.corpus)).search(qvec, 100)
+    return {q: dict(h) for q, h in zip(queries, hits, strict=True)}, docs_per_s, pvec, qvec
+
+
+def hybrid(run_a: dict, run_b: dict) -> dict:
+    out = {}
+    for q in run_a:
+        rankings = [sorted(r[q], key=r[q].get, reverse=True) for r in (run_a, run_b)]
+        out[q] = dict(reciprocal_rank_fusion(rankings, k=60, depth=100))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument(
+        "--skip-peer", action="store_true", help="reuse the peer's results of an earlier run in work/"
+    )
+    ap.add_argument("--config", type=Path, default=HERE / "ragtune.yaml", help="ragtune's training recipe")
+    args = ap.parse_args()
+    scifact = SHARED_DATASETS / "scifact"
+    work = HERE / "work"
+    work.mkdir(exist_ok=True)
+    test = load_beir(scifact, "test")
+    qrels = test.qrels
+    variants: dict[str, dict] = {}
+    py = sys.executable
+    ragtune = [py, "-m", "ragtune.cli"]
+
+    # BM25: ragtune's sparse-product BM25 against rank-bm25 (the reference scores).
+    ids, texts = list(test.corpus), [p.full_text() for p in test.corpus.values()]
+    queries = test.split_queries()
+    qtexts = [q.text for q in queries.values()]
+    start = time.perf_counter()
+    bm25 = BM25(ids, texts)
+    index_s = time.perf_counter() - start
+    start = time.perf_counter()
+    hits = bm25.search(qtexts, 100)
+    search_s = time.perf_counter() - start
+    bm25_run = {q: dict(h) for q, h in zip(queries, hits, strict=True)}
+    from rank_bm25 import BM25Okapi
+
+    reference = BM25Okapi([tokenize(t) for t in texts])
+    start = time.perf_counter()
+    ref_scores = np.stack([reference.get_scores(tokenize(q)) for q in qtexts])
+    ref_s = time.perf_counter() - start
+    variants["bm25"] = {
+        "metrics": pick(evaluate_run(bm25_run, qrels).metrics),
+        "index_s": round(index_s, 3),
+        "search_s": round(search_s, 3),
+        "qps": round(len(qtexts) / search_s, 1),
+        "rank_bm25_search_s": round(ref_s, 3),
+        "max_abs_diff_vs_rank_bm25": float(np.abs(bm25.scores(qtexts) - ref_scores).max()),
+    }
+    print("bm25", variants["bm25"], flush=True)
+
+    # Zero-shot dense: fp32 and bf16 weights, same code.
+    base = "sentence-transformers/all-MiniLM-L6-v2"
+    fp32_run, fp32_dps, _, _ = dense_run(base, test, bf16=False)
+    zs_run, bf16_dps, _, _ = dense_run(base, test, bf16=True)
+    variants["zero_shot_fp32"] = {
+        "metrics": pick(evaluate_run(fp32_run, qrels).metrics),
+        "docs_per_s": round(fp32_dps, 1),
+    }
+    variants["zero_shot"] = {
+        "metrics": pick(evaluate_run(zs_run, qrels).metrics),
+        "docs_per_s": round(bf16_dps, 1),
+        "encoding_speedup_vs_fp32": round(bf16_dps / fp32_dps, 2),
+        "precision": "bf16 weights",
+    }
+    variants["hybrid_zero_shot"] = {"metrics": pick(evaluate_run(hybrid(bm25_run, zs_run), qrels).metrics)}
+    print({k: variants[k] for k in ("zero_shot_fp32", "zero_shot", "hybrid_zero_shot")}, flush=True)
+
+    # Training data: the top BM25 document outside the query's qrels as its hard negative.
+    negatives = work / "bm25_top1.jsonl"
+    child(
+        [
+            *ragtune,
+            "retriever",
+            "mine",
+            f"data.beir_dir={scifact}",
+            "mining.fn_ratio=null",
+            "mining.num_negatives=1",
+            f"mining.out={negatives}",
+        ],
+        work / "mine_bm25.log",
+    )
+
+    # The peer.
+    peer_dir = work / "peer"
+    if not (args.skip_peer and (peer_dir / "peer_stats.json").exists()):
+        wall, rss = child(
+            [py, str(HERE / "peer.py"), str(negatives), str(peer_dir), "--epochs", str(args.epochs)],
+            work / "peer.log",
+        )
+        (peer_dir / "peer_rss.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    stats = json.loads((peer_dir / "peer_stats.json").read_text())
+    rss = json.loads((peer_dir / "peer_rss.json").read_text())
+    peer_run, _, _, _ = dense_run(str(peer_dir / "model"), test, bf16=True)
+    variants["peer_sentence_transformers"] = {
+        "metrics": pick(evaluate_run(peer_run, qrels).metrics),
+        "wall_s": round(rss["wall_s"], 1),
+        "train_s": round(stats["train_s"], 1),
+        "pairs_per_s": round(stats["pairs_per_s"], 2),
+        "peak_rss_mb": round(rss["peak_rss_mb"], 1),
+        "batch_size": 32,
+        "epochs": args.epochs,
+        "hard_negatives": 1,
+        "recipe": "SentenceTransformerTrainer + MultipleNegativesRankingLoss, bf16, NO_DUPLICATES, lr 2e-5",
+    }
+    print("peer", variants["peer_sentence_transformers"], flush=True)
+
+    # ragtune, same recipe as the peer (speed and memory at equal data, batch and epochs).
+    def ragtune_variant(name: str, out: Path, extra: list[str]) -> dict:
+        wall, rss = child(
+            [*ragtune, "retriever", "train", f"data.beir_dir={scifact}", f"output_dir={out}", *extra],
+            work / f"{name}.log",
+        )
+        summary = json.loads((out / "train_summary.json").read_text())
+        run, _, _, _ = dense_run(str(out / "model"), test, bf16=True)
+        return {
+            "run": run,
+            "metrics": pick(evaluate_run(run, qrels).metrics),
+            "wall_s": round(wall, 1),
+            "train_s": round(summary["step_seconds_this_process"], 1),
+            "pairs_per_s": round(summary["pairs_per_s"], 2),
+            "peak_rss_mb": round(rss, 1),
+        }
+
+    same = ragtune_variant(
+        "ragtune_same_recipe",
+        work / "ragtune_same",
+        [
+            f"data.triplets={negatives}",
+            "data.val_fraction=0",
+            "train.hard_negatives=1",
+            f"train.epochs={args.epochs}",
+            "train.batch_size=32",
+            "train.lr=2e-5",
+            "train.save_every=0",
+            f"seed={SEED}",
+        ],
+    )
+    same.pop("run")
+    variants["ragtune_same_recipe"] = {**same, "batch_size": 32, "epochs": args.epochs, "hard_negatives": 1}
+    print("ragtune_same_recipe", variants["ragtune_same_recipe"], flush=True)
+
+    # ragtune's recipe (configs in ragtune.yaml): its own mining and training settings.
+    from ragtune.config import load_config
+    from ragtune.retriever.config import RetrieverConfig
+
+    recipe = load_config(args.config, [f"data.beir_dir={scifact}"], RetrieverConfig)
+    mined = work / "recipe_negatives.jsonl"
+    child(
+        [
+            *ragtune,
+            "retriever",
+            "mine",
+            "--config",
+            str(args.config),
+            f"data.beir_dir={scifact}",
+            f"mining.out={mined}",
+        ],
+        work / "mine_recipe.log",
+    )
+    best = ragtune_variant(
+        "ragtune_finetuned",
+        work / "ragtune_recipe",
+        [
+            "--config",
+            str(args.config),
+            f"data.triplets={mined}",
+            "train.save_every=0",
+        ],
+    )
+    run = best.pop("run")
+    variants["ragtune_finetuned"] = {
+        **best,
+        "batch_size": recipe.train.batch_size,
+        "epochs": recipe.train.epochs,
+        "hard_negatives": recipe.train.hard_negatives,
+        "mining": recipe.mining.method,
+        "recipe": str(args.config.relative_to(ROOT)),
+    }
+    variants["ragtune_finetuned_hybrid"] = {
+        "metrics": pick(evaluate_run(hybrid(bm25_run, run), qrels).metrics)
+    }
+    print(
+        "ragtune_finetuned", variants["ragtune_finetuned"], variants["ragtune_finetuned_hybrid"], flush=True
+    )
+
+    peer, ours = variants["peer_sentence_transformers"], variants["ragtune_same_recipe"]
+    summary = {
+        "speedup_same_recipe": round(ours["pairs_per_s"] / peer["pairs_per_s"], 2),
+        "rss_ratio_same_recipe": round(ours["peak_rss_mb"] / peer["peak_rss_mb"], 2),
+        "encoding_speedup_bf16_vs_fp32": variants["zero_shot"]["encoding_speedup_vs_fp32"],
+        "targets": {
+            "finetuned_dense_nDCG@10>=0.72": variants["ragtune_finetuned"]["metrics"]["nDCG@10"] >= 0.72,
+            "finetuned_hybrid_nDCG@10>=0.74": variants["ragtune_finetuned_hybrid"]["metrics"]["nDCG@10"]
+            >= 0.74,
+            "pairs_per_s>=2x_peer": ours["pairs_per_s"] >= 2 * peer["pairs_per_s"],
+            "same_recipe_nDCG@10>=peer": ours["metrics"]["nDCG@10"] >= peer["metrics"]["nDCG@10"],
+            "peak_rss<=half_peer": ours["peak_rss_mb"] <= peer["peak_rss_mb"] / 2,
+            "encoding>=2.5x_fp32": variants["zero_shot"]["encoding_speedup_vs_fp32"] >= 2.5,
+            "bf16_nDCG@10_within_0.005": abs(
+                variants["zero_shot"]["metrics"]["nDCG@10"] - variants["zero_shot_fp32"]["metrics"]["nDCG@10"]
+            )
+            <= 0.005,
+        },
+    }
+    path = write_result(
+        "retriever_scifact",
+        "python benchmarks/retriever_scifact/run.py",
+        SEED,
+        variants,
+        extra={"summary": summary},
+    )
+    print(json.dumps(summary, indent=2))
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
