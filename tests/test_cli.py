@@ -135,29 +135,85 @@ def test_convert_halueval(tmp_path: Path) -> None:
 
 
 def test_mine_train_index_search_eval_through_the_cli(tmp_path: Path, tiny_encoder: Path) -> None:
-    common = [f"data.beir_dir={DEMO}", f"model.name={tiny_encoder}", "model.max_passage_length=128",
-              "eval.bf16=false", "eval.batch_size=32"]
+    common = [
+        f"data.beir_dir={DEMO}",
+        f"model.name={tiny_encoder}",
+        "model.max_passage_length=128",
+        "eval.bf16=false",
+        "eval.batch_size=32",
+    ]
     triplets = tmp_path / "neg.jsonl"
     assert main(["retriever", "mine", *common, "mining.num_negatives=2", f"mining.out={triplets}"]) == 0
     assert len(triplets.read_text().splitlines()) == 126  # one triplet per training pair of the demo
     out = tmp_path / "train"
-    assert main(["retriever", "train", *common, f"data.triplets={triplets}", "train.hard_negatives=2",
-                 "train.max_steps=3", "train.batch_size=8", "train.bf16=false", "data.val_fraction=0",
-                 f"output_dir={out}"]) == 0
+    assert (
+        main(
+            [
+                "retriever",
+                "train",
+                *common,
+                f"data.triplets={triplets}",
+                "train.hard_negatives=2",
+                "train.max_steps=3",
+                "train.batch_size=8",
+                "train.bf16=false",
+                "data.val_fraction=0",
+                f"output_dir={out}",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 3 and summary["pairs_per_s"] > 0
     ix = tmp_path / "ix"
-    assert main(["index", "build", *[c for c in common if not c.startswith("model.name")], f"model.name={out / 'model'}",
-                 "index.kind=hnsw", f"output_dir={ix}"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                *[c for c in common if not c.startswith("model.name")],
+                f"model.name={out / 'model'}",
+                "index.kind=hnsw",
+                f"output_dir={ix}",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((ix / "index" / "index.json").read_text())
     assert meta["kind"] == "hnsw" and meta["n"] == 337 and 0.9 <= meta["report"]["recall@10_vs_exact"] <= 1.0
     run = tmp_path / "run.trec"
-    assert main(["index", "search", "--index", str(ix / "index"), "--queries", str(DEMO / "queries.jsonl"),
-                 "--out", str(run), "--k", "20"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "search",
+                "--index",
+                str(ix / "index"),
+                "--queries",
+                str(DEMO / "queries.jsonl"),
+                "--out",
+                str(run),
+                "--k",
+                "20",
+            ]
+        )
+        == 0
+    )
     assert len(read_run(run)) == 180
     ev = tmp_path / "ev"
-    assert main(["retriever", "eval", *common, f"eval.index_dir={ix / 'index'}", "eval.methods=[dense]",
-                 f"output_dir={ev}"]) == 0
+    assert (
+        main(
+            [
+                "retriever",
+                "eval",
+                *common,
+                f"eval.index_dir={ix / 'index'}",
+                "eval.methods=[dense]",
+                f"output_dir={ev}",
+            ]
+        )
+        == 0
+    )
     dense = read_run(ev / "run_dense.trec")
     searched = read_run(run)
     for qid in dense:  # the index scored through `retriever eval` gives the same top documents
