@@ -56,7 +56,7 @@ def main() -> None:
         max_steps=args.max_steps,
         per_device_train_batch_size=args.batch_size,
         learning_rate=args.lr,
-        warmup_ratio=0.1,
+        warmup_steps=0.1,  # a float is a ratio in transformers 5 (warmup_ratio is deprecated)
         bf16=True,
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         seed=args.seed,

@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument(
         "--skip-peer", action="store_true", help="reuse the peer's results of an earlier run in work/"
     )
-    ap.add_argument("--config", type=Path, default=HERE / "ragtune.yaml", help="ragtune's training recipe")
+    ap.add_argument("--config", type=Path, default=ROOT / "configs/retriever/scifact.yaml", help="ragtune recipe")
     args = ap.parse_args()
     scifact = SHARED_DATASETS / "scifact"
     work = HERE / "work"
