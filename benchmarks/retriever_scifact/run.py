@@ -1,6 +1,6 @@
 """Retriever benchmark on SciFact: zero-shot, BM25, hybrid, ragtune fine-tuned, and the peer.
 
-    python benchmarks/retriever_scifact/run.py [--epochs 3] [--skip-peer]
+    python benchmarks/retriever_scifact/run.py [--epochs 3] [--resume]
 
 Everything runs on this machine in one run, so the ratios are comparable. Training runs are child
 processes (their peak RSS is measured with wait4); evaluation encodes the corpus with the same code
@@ -89,16 +89,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument(
-        "--skip-peer", action="store_true", help="reuse the peer's results of an earlier run in work/"
+        "--resume", action="store_true", help="reuse variants finished by an interrupted run (work/variants/)"
     )
-    ap.add_argument("--config", type=Path, default=ROOT / "configs/retriever/scifact.yaml", help="ragtune recipe")
+    ap.add_argument(
+        "--config", type=Path, default=ROOT / "configs/retriever/scifact.yaml", help="ragtune recipe"
+    )
     args = ap.parse_args()
     scifact = SHARED_DATASETS / "scifact"
     work = HERE / "work"
     work.mkdir(exist_ok=True)
     test = load_beir(scifact, "test")
     qrels = test.qrels
+    cache = work / "variants"
+    cache.mkdir(exist_ok=True)
     variants: dict[str, dict] = {}
+
+    def done(name: str) -> bool:
+        """Reuse a variant finished by an earlier, interrupted invocation (--resume)."""
+        if args.resume and (cache / f"{name}.json").exists():
+            variants[name] = json.loads((cache / f"{name}.json").read_text())
+            print("reused", name, variants[name], flush=True)
+            return True
+        return False
+
+    def keep(name: str) -> None:
+        (cache / f"{name}.json").write_text(json.dumps(variants[name], indent=2))
+
     py = sys.executable
     ragtune = [py, "-m", "ragtune.cli"]
 
@@ -131,19 +147,25 @@ def main() -> None:
 
     # Zero-shot dense: fp32 and bf16 weights, same code.
     base = "sentence-transformers/all-MiniLM-L6-v2"
-    fp32_run, fp32_dps, _, _ = dense_run(base, test, bf16=False)
-    zs_run, bf16_dps, _, _ = dense_run(base, test, bf16=True)
-    variants["zero_shot_fp32"] = {
-        "metrics": pick(evaluate_run(fp32_run, qrels).metrics),
-        "docs_per_s": round(fp32_dps, 1),
-    }
-    variants["zero_shot"] = {
-        "metrics": pick(evaluate_run(zs_run, qrels).metrics),
-        "docs_per_s": round(bf16_dps, 1),
-        "encoding_speedup_vs_fp32": round(bf16_dps / fp32_dps, 2),
-        "precision": "bf16 weights",
-    }
-    variants["hybrid_zero_shot"] = {"metrics": pick(evaluate_run(hybrid(bm25_run, zs_run), qrels).metrics)}
+    if not (done("zero_shot_fp32") and done("zero_shot") and done("hybrid_zero_shot")):
+        fp32_run, fp32_dps, _, _ = dense_run(base, test, bf16=False)
+        zs_run, bf16_dps, _, _ = dense_run(base, test, bf16=True)
+        variants["zero_shot_fp32"] = {
+            "metrics": pick(evaluate_run(fp32_run, qrels).metrics),
+            "docs_per_s": round(fp32_dps, 1),
+        }
+        variants["zero_shot"] = {
+            "metrics": pick(evaluate_run(zs_run, qrels).metrics),
+            "docs_per_s": round(bf16_dps, 1),
+            "encoding_speedup_vs_fp32": round(bf16_dps / fp32_dps, 2),
+            "precision": "bf16 weights",
+        }
+        variants["hybrid_zero_shot"] = {
+            "metrics": pick(evaluate_run(hybrid(bm25_run, zs_run), qrels).metrics)
+        }
+        keep("zero_shot_fp32")
+        keep("zero_shot")
+        keep("hybrid_zero_shot")
     print({k: variants[k] for k in ("zero_shot_fp32", "zero_shot", "hybrid_zero_shot")}, flush=True)
 
     # Training data: the top BM25 document outside the query's qrels as its hard negative.
@@ -163,32 +185,36 @@ def main() -> None:
 
     # The peer.
     peer_dir = work / "peer"
-    if not (args.skip_peer and (peer_dir / "peer_stats.json").exists()):
+    if not (args.resume and (peer_dir / "peer_stats.json").exists()):
         wall, rss = child(
             [py, str(HERE / "peer.py"), str(negatives), str(peer_dir), "--epochs", str(args.epochs)],
             work / "peer.log",
         )
         (peer_dir / "peer_rss.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
-    stats = json.loads((peer_dir / "peer_stats.json").read_text())
-    rss = json.loads((peer_dir / "peer_rss.json").read_text())
-    peer_run, _, _, _ = dense_run(str(peer_dir / "model"), test, bf16=True)
-    variants["peer_sentence_transformers"] = {
-        "metrics": pick(evaluate_run(peer_run, qrels).metrics),
-        "wall_s": round(rss["wall_s"], 1),
-        "train_s": round(stats["train_s"], 1),
-        "pairs_per_s": round(stats["pairs_per_s"], 2),
-        "peak_rss_mb": round(rss["peak_rss_mb"], 1),
-        "batch_size": 32,
-        "epochs": args.epochs,
-        "hard_negatives": 1,
-        "recipe": "SentenceTransformerTrainer + MultipleNegativesRankingLoss, bf16, NO_DUPLICATES, lr 2e-5",
-    }
+    if not (done("peer_sentence_transformers")):
+        stats = json.loads((peer_dir / "peer_stats.json").read_text())
+        rss = json.loads((peer_dir / "peer_rss.json").read_text())
+        peer_run, _, _, _ = dense_run(str(peer_dir / "model"), test, bf16=True)
+        variants["peer_sentence_transformers"] = {
+            "metrics": pick(evaluate_run(peer_run, qrels).metrics),
+            "wall_s": round(rss["wall_s"], 1),
+            "train_s": round(stats["train_s"], 1),
+            "pairs_per_s": round(stats["pairs_per_s"], 2),
+            "peak_rss_mb": round(rss["peak_rss_mb"], 1),
+            "batch_size": 32,
+            "epochs": args.epochs,
+            "hard_negatives": 1,
+            "recipe": "SentenceTransformerTrainer + MultipleNegativesRankingLoss, bf16, NO_DUPLICATES, lr 2e-5",
+        }
+        keep("peer_sentence_transformers")
     print("peer", variants["peer_sentence_transformers"], flush=True)
 
     # ragtune, same recipe as the peer (speed and memory at equal data, batch and epochs).
     def ragtune_variant(name: str, out: Path, extra: list[str]) -> dict:
+        flags = [a for i, a in enumerate(extra) if a == "--config" or (i and extra[i - 1] == "--config")]
+        rest = [a for a in extra if a not in flags]
         wall, rss = child(
-            [*ragtune, "retriever", "train", f"data.beir_dir={scifact}", f"output_dir={out}", *extra],
+            [*ragtune, "retriever", "train", *flags, f"data.beir_dir={scifact}", f"output_dir={out}", *rest],
             work / f"{name}.log",
         )
         summary = json.loads((out / "train_summary.json").read_text())
@@ -202,22 +228,29 @@ def main() -> None:
             "peak_rss_mb": round(rss, 1),
         }
 
-    same = ragtune_variant(
-        "ragtune_same_recipe",
-        work / "ragtune_same",
-        [
-            f"data.triplets={negatives}",
-            "data.val_fraction=0",
-            "train.hard_negatives=1",
-            f"train.epochs={args.epochs}",
-            "train.batch_size=32",
-            "train.lr=2e-5",
-            "train.save_every=0",
-            f"seed={SEED}",
-        ],
-    )
-    same.pop("run")
-    variants["ragtune_same_recipe"] = {**same, "batch_size": 32, "epochs": args.epochs, "hard_negatives": 1}
+    if not (done("ragtune_same_recipe")):
+        same = ragtune_variant(
+            "ragtune_same_recipe",
+            work / "ragtune_same",
+            [
+                f"data.triplets={negatives}",
+                "data.val_fraction=0",
+                "train.hard_negatives=1",
+                f"train.epochs={args.epochs}",
+                "train.batch_size=32",
+                "train.lr=2e-5",
+                "train.save_every=0",
+                f"seed={SEED}",
+            ],
+        )
+        same.pop("run")
+        variants["ragtune_same_recipe"] = {
+            **same,
+            "batch_size": 32,
+            "epochs": args.epochs,
+            "hard_negatives": 1,
+        }
+        keep("ragtune_same_recipe")
     print("ragtune_same_recipe", variants["ragtune_same_recipe"], flush=True)
 
     # ragtune's recipe (configs in ragtune.yaml): its own mining and training settings.
