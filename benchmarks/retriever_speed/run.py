@@ -74,7 +74,7 @@ def main() -> None:
         if name == "bf16_weights":
             model.to(torch.bfloat16)
         if cfg.train.compile:
-            model[0].auto_model = torch.compile(model[0].auto_model, dynamic=True)
+            model[0].auto_model.forward = torch.compile(model[0].auto_model.forward, dynamic=True)
         batches = batch_order(examples, 32, seed=0, epoch=0, group_by_length=cfg.train.group_by_length)
         times = []
         for i, idx in enumerate(batches[: args.steps + 1]):
@@ -103,7 +103,7 @@ def main() -> None:
     ]:
         model = load_encoder("sentence-transformers/all-MiniLM-L6-v2", bf16=bf16_weights)
         if compiled:
-            model[0].auto_model = torch.compile(model[0].auto_model, dynamic=True)
+            model[0].auto_model.forward = torch.compile(model[0].auto_model.forward, dynamic=True)
         start = time.perf_counter()
         encode(model, passages[:64], batch_size=32, bf16=autocast, show_progress=False)  # warm-up / compile
         warm = time.perf_counter() - start

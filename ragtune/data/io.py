@@ -157,6 +157,20 @@ def load_queries(path: str | Path) -> dict[str, Query]:
     return queries
 
 
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line_number, stripped_text)`` for each non-blank line of a UTF-8 text file."""
+    if not path.is_file():
+        raise DataError(path, None, None, "file not found")
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                raise DataError(path, number, None, f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if text:
+                yield number, text
+
+
 def load_qrels(
     path: str | Path,
     queries: Mapping[str, Any] | None = None,
@@ -168,37 +182,28 @@ def load_qrels(
     When ``queries``/``corpus`` are given, a row naming an unknown query or document is an error.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, None, "file not found")
     qrels: Qrels = {}
-    with path.open("rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as exc:
-                raise DataError(path, number, None, f"not UTF-8 ({exc.reason})") from None
-            if not text:
-                continue
-            cols = text.split("\t") if "\t" in text else text.split()
-            cols = [c.strip() for c in cols]
-            if number == 1 and len(cols) in (3, 4) and not _is_int(cols[-1]):
-                continue  # header line such as "query-id corpus-id score"
-            if len(cols) == 3:
-                qid, did, rel = cols
-            elif len(cols) == 4:
-                qid, _, did, rel = cols
-            else:
-                raise DataError(path, number, None, f"expected 3 (BEIR) or 4 (TREC) columns, got {len(cols)}")
-            if not _is_int(rel):
-                raise DataError(path, number, "score", f"relevance must be an integer, got {rel!r}")
-            if queries is not None and qid not in queries:
-                raise DataError(path, number, "query-id", f"unknown query {qid!r}")
-            if corpus is not None and did not in corpus:
-                raise DataError(path, number, "corpus-id", f"unknown document {did!r}")
-            docs = qrels.setdefault(qid, {})
-            if did in docs:
-                raise DataError(path, number, "corpus-id", f"duplicate judgement for ({qid!r}, {did!r})")
-            docs[did] = int(rel)
+    for number, text in _text_lines(path):
+        cols = text.split("\t") if "\t" in text else text.split()
+        cols = [c.strip() for c in cols]
+        if number == 1 and len(cols) in (3, 4) and not _is_int(cols[-1]):
+            continue  # header line such as "query-id corpus-id score"
+        if len(cols) == 3:
+            qid, did, rel = cols
+        elif len(cols) == 4:
+            qid, _, did, rel = cols
+        else:
+            raise DataError(path, number, None, f"expected 3 (BEIR) or 4 (TREC) columns, got {len(cols)}")
+        if not _is_int(rel):
+            raise DataError(path, number, "score", f"relevance must be an integer, got {rel!r}")
+        if queries is not None and qid not in queries:
+            raise DataError(path, number, "query-id", f"unknown query {qid!r}")
+        if corpus is not None and did not in corpus:
+            raise DataError(path, number, "corpus-id", f"unknown document {did!r}")
+        docs = qrels.setdefault(qid, {})
+        if did in docs:
+            raise DataError(path, number, "corpus-id", f"duplicate judgement for ({qid!r}, {did!r})")
+        docs[did] = int(rel)
     if not qrels:
         raise DataError(path, None, None, "no judgements")
     return qrels
@@ -456,35 +461,26 @@ def qa_to_dict(ex: QAExample, contexts_by_id: bool = False) -> dict[str, Any]:
 def read_run(path: str | Path) -> Run:
     """Read a TREC run file (``qid Q0 docid rank score tag``, whitespace separated)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, None, "file not found")
     run: Run = {}
-    with path.open("rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as exc:
-                raise DataError(path, number, None, f"not UTF-8 ({exc.reason})") from None
-            if not text:
-                continue
-            cols = text.split()
-            if len(cols) != 6:
-                raise DataError(
-                    path, number, None, f"expected 6 columns (qid Q0 docid rank score tag), got {len(cols)}"
-                )
-            qid, _, did, rank, score, _ = cols
-            if not _is_int(rank):
-                raise DataError(path, number, "rank", f"expected an integer, got {rank!r}")
-            try:
-                value = float(score)
-            except ValueError:
-                raise DataError(path, number, "score", f"expected a number, got {score!r}") from None
-            if not math.isfinite(value):
-                raise DataError(path, number, "score", f"not a finite number: {score!r}")
-            docs = run.setdefault(qid, {})
-            if did in docs:
-                raise DataError(path, number, "docid", f"document {did!r} listed twice for query {qid!r}")
-            docs[did] = value
+    for number, text in _text_lines(path):
+        cols = text.split()
+        if len(cols) != 6:
+            raise DataError(
+                path, number, None, f"expected 6 columns (qid Q0 docid rank score tag), got {len(cols)}"
+            )
+        qid, _, did, rank, score, _ = cols
+        if not _is_int(rank):
+            raise DataError(path, number, "rank", f"expected an integer, got {rank!r}")
+        try:
+            value = float(score)
+        except ValueError:
+            raise DataError(path, number, "score", f"expected a number, got {score!r}") from None
+        if not math.isfinite(value):
+            raise DataError(path, number, "score", f"not a finite number: {score!r}")
+        docs = run.setdefault(qid, {})
+        if did in docs:
+            raise DataError(path, number, "docid", f"document {did!r} listed twice for query {qid!r}")
+        docs[did] = value
     if not run:
         raise DataError(path, None, None, "empty run")
     return run

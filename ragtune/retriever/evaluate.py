@@ -43,7 +43,7 @@ def evaluate(cfg: RetrieverConfig) -> Path:
         timings["bm25"] = time.perf_counter() - t0
     if methods & {"dense", "hybrid"}:
         from ragtune.retriever.index import DenseIndex
-        from ragtune.retriever.model import encode, load_encoder
+        from ragtune.retriever.model import encode_passages, encode_queries, load_encoder
 
         t0 = time.perf_counter()
         m, e = cfg.model, cfg.eval
@@ -52,23 +52,9 @@ def evaluate(cfg: RetrieverConfig) -> Path:
             model = load_encoder(index.encoder.get("model") or m.name, bf16=e.bf16)
         else:
             model = load_encoder(m.name, bf16=e.bf16)
-            pvec = encode(
-                model,
-                ptexts,
-                prefix=m.passage_prefix,
-                max_length=m.max_passage_length,
-                batch_size=e.batch_size,
-                bf16=e.bf16,
-            )
+            pvec = encode_passages(model, ptexts, cfg)
             index = DenseIndex.flat(pvec, pids)
-        qvec = encode(
-            model,
-            qtexts,
-            prefix=m.query_prefix,
-            max_length=m.max_query_length,
-            batch_size=e.batch_size,
-            bf16=e.bf16,
-        )
+        qvec = encode_queries(model, qtexts, cfg)
         hits = index.search(qvec, depth)
         runs["dense"] = {q: dict(h) for q, h in zip(qids, hits, strict=True)}
         timings["dense"] = time.perf_counter() - t0

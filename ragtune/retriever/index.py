@@ -442,7 +442,7 @@ def build(cfg: RetrieverConfig) -> Path:
     (``cfg.output_dir / "config.yaml"``). Logs the build report; returns the index folder."""
     from ragtune.config import save_config
     from ragtune.data.io import load_corpus
-    from ragtune.retriever.model import encode, load_encoder
+    from ragtune.retriever.model import encode_passages, load_encoder
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -451,14 +451,7 @@ def build(cfg: RetrieverConfig) -> Path:
     m, e = cfg.model, cfg.eval
     log.info("encoding %d passages with %s", len(corpus), m.name)
     model = load_encoder(m.name, bf16=cfg.eval.bf16)
-    vectors = encode(
-        model,
-        [p.full_text() for p in corpus.values()],
-        prefix=m.passage_prefix,
-        max_length=m.max_passage_length,
-        batch_size=e.batch_size,
-        bf16=e.bf16,
-    )
+    vectors = encode_passages(model, [p.full_text() for p in corpus.values()], cfg)
     log.info("building a %s index over %d vectors of dimension %d", cfg.index.kind, *vectors.shape)
     index = DenseIndex.build(vectors, list(corpus), cfg.index, seed=cfg.seed)
     index.encoder = {
@@ -513,7 +506,7 @@ def search(
     prefix = query_prefix if query_prefix is not None else enc.get("query_prefix", "")
     max_length = max_query_length if max_query_length is not None else enc.get("max_query_length", 64)
     queries = load_queries(queries_path)
-    model = load_encoder(name)
+    model = load_encoder(name, bf16=bool(enc.get("bf16", True)))
     vectors = encode(
         model,
         [q.text for q in queries.values()],

@@ -119,26 +119,12 @@ def _dense_candidates(
     """Dense ranked lists (exact inner product on normalised vectors, ``depth`` deep) and the lowest
     positive cosine score of each query."""
     from ragtune.retriever.index import DenseIndex
-    from ragtune.retriever.model import encode, load_encoder
+    from ragtune.retriever.model import encode_passages, encode_queries, load_encoder
 
-    m, e = cfg.model, cfg.eval
+    m = cfg.model
     model = load_encoder(m.name, bf16=cfg.eval.bf16)
-    pvec = encode(
-        model,
-        ptexts,
-        prefix=m.passage_prefix,
-        max_length=m.max_passage_length,
-        batch_size=e.batch_size,
-        bf16=e.bf16,
-    )  # [n_passages, dim]
-    qvec = encode(
-        model,
-        qtexts,
-        prefix=m.query_prefix,
-        max_length=m.max_query_length,
-        batch_size=e.batch_size,
-        bf16=e.bf16,
-    )  # [n_queries, dim]
+    pvec = encode_passages(model, ptexts, cfg)  # [n_passages, dim]
+    qvec = encode_queries(model, qtexts, cfg)  # [n_queries, dim]
     hits = DenseIndex.flat(pvec, pids).search(qvec, depth)
     row = {pid: i for i, pid in enumerate(pids)}
     pos_scores = [float(min(float(pvec[row[p]] @ qvec[i]) for p in pos)) for i, pos in enumerate(positives)]

@@ -10,6 +10,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from ragtune.models import resolve_model
+from ragtune.retriever.config import RetrieverConfig
 
 
 def load_encoder(name: str, device: str | None = None, bf16: bool = False) -> SentenceTransformer:
@@ -60,3 +61,35 @@ def encode(
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     # bf16 outputs are normalised before the cast to float32: normalise again in float32.
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def encode_passages(
+    model: SentenceTransformer, texts: Sequence[str], cfg: RetrieverConfig, show_progress: bool = True
+) -> np.ndarray:
+    """Passages with the config's passage prefix and length, batch size and precision."""
+    m, e = cfg.model, cfg.eval
+    return encode(
+        model,
+        texts,
+        prefix=m.passage_prefix,
+        max_length=m.max_passage_length,
+        batch_size=e.batch_size,
+        bf16=e.bf16,
+        show_progress=show_progress,
+    )
+
+
+def encode_queries(
+    model: SentenceTransformer, texts: Sequence[str], cfg: RetrieverConfig, show_progress: bool = True
+) -> np.ndarray:
+    """Queries with the config's query prefix and length, batch size and precision."""
+    m, e = cfg.model, cfg.eval
+    return encode(
+        model,
+        texts,
+        prefix=m.query_prefix,
+        max_length=m.max_query_length,
+        batch_size=e.batch_size,
+        bf16=e.bf16,
+        show_progress=show_progress,
+    )

@@ -135,10 +135,11 @@ def batch_order(
 # ----------------------------------------------------------------------------------------- model
 
 
-def load_for_training(cfg: RetrieverConfig) -> SentenceTransformer:
-    """The encoder with the chosen attention kernel, and dropout set as configured."""
+def load_for_training(cfg: RetrieverConfig, path: str | Path | None = None) -> SentenceTransformer:
+    """The encoder (``cfg.model.name``, or a checkpoint's ``path``) with the chosen attention kernel
+    and dropout set as configured."""
     model = SentenceTransformer(
-        resolve_model(cfg.model.name),
+        str(path) if path is not None else resolve_model(cfg.model.name),
         device="cpu",
         model_kwargs={"attn_implementation": cfg.train.attn_implementation},
     )
@@ -228,29 +229,12 @@ class Validator:
 
     def __call__(self, model: SentenceTransformer) -> dict[str, float]:
         from ragtune.retriever.index import DenseIndex
-        from ragtune.retriever.model import encode
+        from ragtune.retriever.model import encode_passages, encode_queries
 
-        m, e = self.cfg.model, self.cfg.eval
         was_training = model.training
         model.eval()
-        pvec = encode(
-            model,
-            [p.full_text() for p in self.passages],
-            prefix=m.passage_prefix,
-            max_length=m.max_passage_length,
-            batch_size=e.batch_size,
-            bf16=e.bf16,
-            show_progress=False,
-        )
-        qvec = encode(
-            model,
-            [q.text for q in self.queries.values()],
-            prefix=m.query_prefix,
-            max_length=m.max_query_length,
-            batch_size=e.batch_size,
-            bf16=e.bf16,
-            show_progress=False,
-        )
+        pvec = encode_passages(model, [p.full_text() for p in self.passages], self.cfg, show_progress=False)
+        qvec = encode_queries(model, [q.text for q in self.queries.values()], self.cfg, show_progress=False)
         model.train(was_training)
         hits = DenseIndex.flat(pvec, [p.id for p in self.passages]).search(qvec, 100)
         run = {qid: dict(h) for qid, h in zip(self.queries, hits, strict=True)}
@@ -326,21 +310,16 @@ def train(cfg: RetrieverConfig) -> Path:
         total = min(total, t.max_steps)
 
     resuming = (ckpt / "state.json").exists()
-    model = load_for_training(cfg)
     if resuming:
         state = json.loads((ckpt / "state.json").read_text())
-        model = SentenceTransformer(
-            str(ckpt / "model"), device="cpu", model_kwargs={"attn_implementation": t.attn_implementation}
-        )
-        if t.dropout is not None:
-            for module in model.modules():
-                if isinstance(module, torch.nn.Dropout):
-                    module.p = t.dropout
+        model = load_for_training(cfg, ckpt / "model")
         log.info("resuming from %s at step %d", ckpt, state["step"])
     else:
         state = {"step": 0, "best": None, "bad_evals": 0, "stopped": False}
+        model = load_for_training(cfg)
     if t.compile:
-        model[0].auto_model = torch.compile(model[0].auto_model, dynamic=True)
+        # Compile the forward only, so the module (and what model.save writes) keeps its type.
+        model[0].auto_model.forward = torch.compile(model[0].auto_model.forward, dynamic=True)
 
     decay = [
         p
