@@ -60,6 +60,7 @@ def main() -> None:
         default=ROOT / "benchmarks/retriever_scifact/work/bm25_top1.jsonl",
         help="triplets with one BM25 negative (written by benchmarks/retriever_scifact/run.py)",
     )
+    ap.add_argument("--encode-docs", type=int, default=1000, help="passages encoded per precision setting")
     args = ap.parse_args()
     data = load_beir(SHARED_DATASETS / "scifact", "train")
     examples = build_examples(load_triplets(args.triplets, data.corpus, data.queries), 1)
