@@ -18,8 +18,14 @@ from ragtune.generator.config import RaftConfig
 from ragtune.generator.prompt import IGNORE_INDEX, EncodedExample
 
 
-def raft_contexts(gold: Sequence[Passage], distractors: Sequence[Passage], answer: str, no_answer: str,
-                  cfg: RaftConfig, rng: random.Random) -> tuple[list[Passage], str, bool]:
+def raft_contexts(
+    gold: Sequence[Passage],
+    distractors: Sequence[Passage],
+    answer: str,
+    no_answer: str,
+    cfg: RaftConfig,
+    rng: random.Random,
+) -> tuple[list[Passage], str, bool]:
     """The passages to show and the target for one example: ``(passages, target, gold_shown)``.
 
     Distractors that are gold passages are ignored; the shown passages are shuffled with ``rng``.

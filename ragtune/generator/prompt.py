@@ -93,7 +93,9 @@ class PromptEncoder:
         text = answer if self.use_chat_template else " " + answer
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] + self.end_ids
 
-    def fit_passages(self, question: str, passages: Sequence[Passage], budget: int) -> tuple[list[Passage], bool]:
+    def fit_passages(
+        self, question: str, passages: Sequence[Passage], budget: int
+    ) -> tuple[list[Passage], bool]:
         """The longest prefix of ``passages`` (the last one possibly cut) whose prompt fits ``budget``
         tokens, and whether anything was trimmed."""
         passages = list(passages[: self.cfg.max_passages])

@@ -11,11 +11,31 @@ from ragtune.generator.prompt import IGNORE_INDEX, PromptEncoder, user_message
 from tests.conftest import tiny_llama
 
 WORDS = (
-    "passages question answer you questions using only the numbered are given if do not contain say that "
+    "system user assistant Passages Question Answer passages question answer you questions using only the numbered are given if do not contain say that "
     "what colour is ferry hull ivory amber it has an the sails at dawn from port lanmor boat [ ] 1 2 3 4 : . , ? "
     "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau"
 )
-GREEK = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
+GREEK = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "omicron",
+    "pi",
+    "rho",
+    "sigma",
+    "tau",
+]
 
 
 def passage(i: int, n_words: int) -> Passage:
@@ -56,7 +76,8 @@ def test_truncation_trims_the_lowest_ranked_passage_first_and_keeps_question_and
     assert ex.input_ids[ex.n_prompt :] == whole.input_ids[whole.n_prompt :]  # the answer is whole
     # A tighter budget drops the third passage entirely and cuts the second.
     tight = PromptEncoder(tok, PromptConfig(system="say"), max_length=limit - 40).encode(
-        "what colour is the hull ?", passages, "ivory amber")
+        "what colour is the hull ?", passages, "ivory amber"
+    )
     assert tight.passages_kept == 2 and passages[0].text in tok.decode(tight.input_ids)
 
 
@@ -102,7 +123,9 @@ def test_pad_batch_masks_padding_and_refuses_an_all_masked_batch(tok) -> None:
     width = max(len(a.input_ids), len(b.input_ids))
     assert batch["input_ids"].shape == (2, width)
     assert batch["attention_mask"].sum(1).tolist() == [len(a.input_ids), len(b.input_ids)]
-    assert int((batch["labels"] != IGNORE_INDEX).sum()) == (len(a.input_ids) - a.n_prompt) + (len(b.input_ids) - b.n_prompt)
+    assert int((batch["labels"] != IGNORE_INDEX).sum()) == (len(a.input_ids) - a.n_prompt) + (
+        len(b.input_ids) - b.n_prompt
+    )
     from ragtune.generator.prompt import EncodedExample
 
     masked = EncodedExample([1, 2], [IGNORE_INDEX, IGNORE_INDEX], 2, 0, False)
