@@ -65,3 +65,34 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     st_dir = folder / "st"
     SentenceTransformer(modules=[word, pool], device="cpu").save(str(st_dir))
     return st_dir
+
+
+CHATML = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def tiny_llama(words: str, chat_template: str | None = CHATML, seed: int = 0):
+    """A 2-layer random Llama and a WordLevel tokenizer over ``words`` (+ ChatML specials), built
+    from config: no download. Returns ``(model, tokenizer)``."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(specials + words.split()))}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.add_special_tokens(specials)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>"
+    )
+    tokenizer.chat_template = chat_template
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, vocab_size=len(vocab), max_position_embeddings=512,
+        pad_token_id=vocab["<pad>"], eos_token_id=vocab["<|im_end|>"], bos_token_id=None,
+    )  # fmt: skip
+    return LlamaForCausalLM(config), tokenizer
