@@ -159,35 +159,17 @@ def test_eval_module_does_not_import_torch() -> None:
 
 # --- AnswerLikelihood on a tiny random Llama -----------------------------------------------------
 
-CHATML = (
-    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+from tests.conftest import CHATML  # noqa: E402
+
 WORDS = "user assistant system who was born first pablo trapero aleksander ford in 1908 1971 passage question"
 
 
 def _tiny_lm(chat_template: str | None = CHATML):
     torch = pytest.importorskip("torch")
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from tests.conftest import tiny_llama
 
-    specials = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"]
-    vocab = {tok: i for i, tok in enumerate(specials + WORDS.split())}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.add_special_tokens(specials)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>"
-    )
-    tokenizer.chat_template = chat_template
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=64, vocab_size=len(vocab), max_position_embeddings=128,
-        pad_token_id=vocab["<pad>"], eos_token_id=vocab["<|im_end|>"], bos_token_id=None,
-    )  # fmt: skip
-    model = LlamaForCausalLM(config).eval()
-    return torch, model, tokenizer
+    model, tokenizer = tiny_llama(WORDS, chat_template)
+    return torch, model.eval(), tokenizer
 
 
 PAIRS = [
