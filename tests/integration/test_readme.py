@@ -36,6 +36,10 @@ def test_readme_has_tested_blocks_and_the_two_commands() -> None:
 def test_readme_quickstart_commands_run(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     ragtune = [sys.executable, "-m", "ragtune.cli"]
+    import shutil
+
+    for name in ("demo-retrieval", "demo-bm25", "demo-train", "demo-index"):  # outputs of these commands
+        shutil.rmtree(ROOT / "runs" / name, ignore_errors=True)
     ran = 0
     for needs_shared, lines in readme_blocks():
         if needs_shared and not SHARED.exists():
