@@ -87,20 +87,22 @@ class BM25:
         """Dense ``[n_queries, n_docs]`` float64 BM25 scores."""
         return np.asarray((self._query_matrix(queries) @ self._weights).todense())
 
-    def search(self, queries: Sequence[str], k: int = 100) -> list[list[tuple[str, float]]]:
-        """Top ``k`` (id, score) per query by descending score (ties: lower corpus position first).
-
-        Documents sharing no token with the query (score 0) are not returned.
-        """
-        out = []
+    def top_k(self, scores: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """Top ``k`` (id, score) of each row of a ``scores`` block, best first (ties: lower corpus
+        position first); documents scoring 0 (no shared token) are left out."""
         k = min(k, len(self.ids))
-        batch = 256
-        for start in range(0, len(queries), batch):
-            block = self.scores(queries[start : start + batch])
-            for row in block:
-                top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-                top = top[np.lexsort((top, -row[top]))]
-                out.append([(self.ids[i], float(row[i])) for i in top if row[i] > 0])
+        out = []
+        for row in scores:
+            top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+            top = top[np.lexsort((top, -row[top]))]
+            out.append([(self.ids[i], float(row[i])) for i in top if row[i] > 0])
+        return out
+
+    def search(self, queries: Sequence[str], k: int = 100) -> list[list[tuple[str, float]]]:
+        """Top ``k`` (id, score) per query, scored 256 queries at a time (see :meth:`top_k`)."""
+        out = []
+        for start in range(0, len(queries), 256):
+            out.extend(self.top_k(self.scores(queries[start : start + 256]), k))
         return out
 
 

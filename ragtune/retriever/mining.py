@@ -101,8 +101,8 @@ def _bm25_candidates(
     pos_scores: list[float] = []
     for start in tqdm(range(0, len(qtexts), _BM25_BATCH), desc="bm25", unit="batch"):
         batch = qtexts[start : start + _BM25_BATCH]
-        hits.extend(bm25.search(batch, depth))
-        block = bm25.scores(batch)
+        block = bm25.scores(batch)  # scored once: ranked lists and positive scores both come from it
+        hits.extend(bm25.top_k(block, depth))
         for row, pos in zip(block, positives[start : start + _BM25_BATCH], strict=True):
             pos_scores.append(float(min(row[column[p]] for p in pos)))
     return hits, pos_scores

@@ -63,33 +63,36 @@ def encode(
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
+def _encode_configured(
+    model: SentenceTransformer,
+    texts: Sequence[str],
+    cfg: RetrieverConfig,
+    prefix: str,
+    max_length: int,
+    show_progress: bool,
+) -> np.ndarray:
+    return encode(
+        model,
+        texts,
+        prefix=prefix,
+        max_length=max_length,
+        batch_size=cfg.eval.batch_size,
+        bf16=cfg.eval.bf16,
+        show_progress=show_progress,
+    )
+
+
 def encode_passages(
     model: SentenceTransformer, texts: Sequence[str], cfg: RetrieverConfig, show_progress: bool = True
 ) -> np.ndarray:
     """Passages with the config's passage prefix and length, batch size and precision."""
-    m, e = cfg.model, cfg.eval
-    return encode(
-        model,
-        texts,
-        prefix=m.passage_prefix,
-        max_length=m.max_passage_length,
-        batch_size=e.batch_size,
-        bf16=e.bf16,
-        show_progress=show_progress,
-    )
+    m = cfg.model
+    return _encode_configured(model, texts, cfg, m.passage_prefix, m.max_passage_length, show_progress)
 
 
 def encode_queries(
     model: SentenceTransformer, texts: Sequence[str], cfg: RetrieverConfig, show_progress: bool = True
 ) -> np.ndarray:
     """Queries with the config's query prefix and length, batch size and precision."""
-    m, e = cfg.model, cfg.eval
-    return encode(
-        model,
-        texts,
-        prefix=m.query_prefix,
-        max_length=m.max_query_length,
-        batch_size=e.batch_size,
-        bf16=e.bf16,
-        show_progress=show_progress,
-    )
+    m = cfg.model
+    return _encode_configured(model, texts, cfg, m.query_prefix, m.max_query_length, show_progress)
