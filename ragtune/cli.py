@@ -62,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(rt.add_parser("eval", help="score BM25 / dense / hybrid retrieval on a BEIR folder"))
     _config_args(rt.add_parser("train", help="contrastive training of the bi-encoder"))
     _config_args(rt.add_parser("mine", help="mine hard negatives (BM25 or dense) into a triplets file"))
+    ge = sub.add_parser("generator", help="grounded generator").add_subparsers(dest="cmd", required=True)
+    _config_args(ge.add_parser("train", help="fine-tune the generator (LoRA, IA3, prefix, prompt or full)"))
+    gg = ge.add_parser("generate", help="answer questions from their passages; writes predictions JSONL")
+    gg.add_argument(
+        "--model", type=Path, default=None, help="adapter or model folder (default: model.name untuned)"
+    )
+    gg.add_argument("--input", type=Path, default=None, help="QA JSONL to answer (default: data.test)")
+    gg.add_argument("--out", type=Path, required=True, help="predictions JSONL to write")
+    gg.add_argument("--limit", type=int, default=0, help="answer only the first N questions")
+    _config_args(gg)
     ix = sub.add_parser("index", help="FAISS index over a corpus").add_subparsers(dest="cmd", required=True)
     _config_args(ix.add_parser("build", help="encode the corpus and build the configured FAISS index"))
     s = ix.add_parser("search", help="search a saved index with the queries of a queries.jsonl")
@@ -192,6 +202,26 @@ def _retriever(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generator(args: argparse.Namespace) -> int:
+    from ragtune.generator.config import GeneratorConfig
+
+    cfg = load_config(args.config, args.overrides, GeneratorConfig)
+    if args.cmd == "train":
+        from ragtune.generator.train import train
+
+        folder = train(cfg) / ("model" if cfg.peft.method == "full" else "adapter")
+        print(f"written to {folder}")
+    else:
+        from ragtune.generator.generate import generate
+
+        stats = generate(cfg, args.model, args.input, args.out, args.limit)
+        print(
+            f"{stats['examples']} predictions written to {args.out} "
+            f"({stats['tokens']} tokens at {stats['tokens_per_s']:.1f} tokens/s)"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ragtune`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -208,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             return _retriever(args)
         if args.group == "index":
             return _index(args)
+        if args.group == "generator":
+            return _generator(args)
         return handlers[(args.group, args.cmd)](args)
     except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
         print(f"ragtune: error: {exc}", file=sys.stderr)

@@ -11,7 +11,7 @@ Run from the repository root::
     python data/demo/generate.py [--out data/demo]
 
 It writes, into the output folder, ``corpus.jsonl``, ``queries.jsonl``, ``qrels/train.tsv``,
-``qrels/test.tsv`` and ``qa.jsonl`` (see ``README.md`` next to this file). Every random choice comes
+``qrels/test.tsv``, ``qa.jsonl`` and ``qa_<split>.jsonl`` (see ``README.md`` next to this file). Every random choice comes
 from one ``random.Random(0)``, so two runs give byte-identical files. Each file is written to a
 temporary file in the same folder and then moved into place with ``os.replace``.
 
@@ -1274,9 +1274,9 @@ def write_dataset(out: Path, passages: list[Passage], questions: list[Question])
     for split in ("train", "test"):
         rows = [f"{q.qid}\t{q.gold.pid}\t1\n" for q in by_qid if q.split == split]
         write_atomic(out / "qrels" / f"{split}.tsv", "query-id\tcorpus-id\tscore\n" + "".join(rows))
-    write_atomic(
-        out / "qa.jsonl",
-        jsonl(
+
+    def qa_rows(split: str | None):
+        return jsonl(
             {
                 "id": q.qid,
                 "question": q.text,
@@ -1286,8 +1286,12 @@ def write_dataset(out: Path, passages: list[Passage], questions: list[Question])
                 "split": q.split,
             }
             for q in by_qid
-        ),
-    )
+            if split is None or q.split == split
+        )
+
+    write_atomic(out / "qa.jsonl", qa_rows(None))
+    for split in ("train", "test"):  # the layout `ragtune data convert` writes: qa_<split>.jsonl
+        write_atomic(out / f"qa_{split}.jsonl", qa_rows(split))
 
 
 def main(argv: list[str] | None = None) -> int:

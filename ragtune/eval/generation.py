@@ -86,3 +86,26 @@ def evaluate_generation(
     metrics = {n: sum(s[n] for s in per_example.values()) / len(per_example) for n in names}
     metrics["BLEU"] = bleu(predictions, references)
     return metrics, per_example
+
+
+_DECISION = re.compile(r"^\W*(yes|no|maybe)\b", re.IGNORECASE)
+
+
+def stated_decision(text: str) -> str | None:
+    """The yes/no/maybe verdict an answer opens with (``"Yes, ..."`` -> ``"yes"``), or None when it
+    states none. Used for PubMedQA-style questions whose answers may lead with a verdict."""
+    match = _DECISION.match(text)
+    return match.group(1).lower() if match else None
+
+
+def decision_accuracy(predictions: Sequence[str], gold: Sequence[str]) -> dict[str, float]:
+    """Accuracy of the stated verdicts against ``gold`` labels (yes/no/maybe), over the answers that
+    state one, and the share that do: ``{"decision_accuracy", "decision_coverage"}``."""
+    if len(predictions) != len(gold):
+        raise ValueError(f"{len(predictions)} predictions but {len(gold)} gold labels")
+    stated = [(stated_decision(p), g.lower()) for p, g in zip(predictions, gold, strict=True)]
+    stated = [(s, g) for s, g in stated if s is not None]
+    return {
+        "decision_accuracy": sum(s == g for s, g in stated) / len(stated) if stated else 0.0,
+        "decision_coverage": len(stated) / len(predictions) if predictions else 0.0,
+    }

@@ -9,13 +9,16 @@ right passage and to refuse when none holds the answer.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 
-from ragtune.data.schema import Passage
-from ragtune.generator.config import RaftConfig
+from ragtune.data.io import load_corpus
+from ragtune.data.schema import Passage, QAExample
+from ragtune.generator.config import DataConfig, RaftConfig
 from ragtune.generator.prompt import IGNORE_INDEX, EncodedExample
+from ragtune.retriever.bm25 import BM25
 
 
 def raft_contexts(
@@ -53,3 +56,81 @@ def pad_batch(examples: Sequence[EncodedExample], pad_id: int) -> dict[str, torc
     if bool((labels == IGNORE_INDEX).all()):
         raise ValueError("a batch without any answer token: every label is masked")
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def load_corpus_arg(path: Path | None) -> dict[str, Passage] | None:
+    """``data.corpus``: a corpus.jsonl file or a BEIR folder holding one (None: no corpus)."""
+    if path is None:
+        return None
+    path = Path(path)
+    return load_corpus(path / "corpus.jsonl" if path.is_dir() else path)
+
+
+def gold_passages(example: QAExample, corpus: Mapping[str, Passage] | None) -> list[Passage]:
+    """The example's own contexts, or its ``positive_ids`` looked up in ``corpus``."""
+    if example.contexts:
+        return list(example.contexts)
+    if corpus is not None:
+        return [corpus[p] for p in example.positive_ids if p in corpus]
+    return []
+
+
+class PassageSource:
+    """The passages each question is shown (``data.passages``) and its RAFT distractors.
+
+    BM25 (:class:`ragtune.retriever.bm25.BM25`) runs over ``corpus``, or over every gold passage of
+    ``examples`` when there is no corpus; one index serves retrieval and distractor mining.
+    """
+
+    def __init__(self, cfg: DataConfig, corpus: Mapping[str, Passage] | None, pool: Sequence[QAExample]):
+        self.cfg = cfg
+        self.corpus = dict(corpus) if corpus is not None else None
+        self._bm25: BM25 | None = None
+        self._pool = pool
+
+    @property
+    def passages_by_id(self) -> dict[str, Passage]:
+        if self.corpus is not None:
+            return self.corpus
+        out: dict[str, Passage] = {}
+        for e in self._pool:
+            for p in gold_passages(e, None):
+                out.setdefault(p.id, p)
+        return out
+
+    def bm25(self) -> BM25:
+        if self._bm25 is None:
+            passages = self.passages_by_id
+            if not passages:
+                raise ValueError("BM25 passages or RAFT distractors need data.corpus or contexts in the data")
+            self._bm25 = BM25(list(passages), [p.full_text() for p in passages.values()])
+        return self._bm25
+
+    def retrieve(self, questions: Sequence[str], k: int) -> list[list[Passage]]:
+        by_id = self.passages_by_id
+        hits = self.bm25().search(list(questions), k)
+        return [[by_id[pid] for pid, _ in h] for h in hits]
+
+    def shown(self, examples: Sequence[QAExample]) -> list[list[Passage]]:
+        """The passages shown with each example at evaluation and generation time."""
+        if self.cfg.passages == "none":
+            return [[] for _ in examples]
+        if self.cfg.passages == "bm25":
+            return self.retrieve([e.question for e in examples], self.cfg.top_k)
+        out = [gold_passages(e, self.corpus) for e in examples]
+        missing = [e.id for e, p in zip(examples, out) if not p]
+        if missing:
+            raise ValueError(
+                f"data.passages=given but example {missing[0]!r} has no contexts "
+                "(give contexts or positive_ids with data.corpus, or use data.passages=bm25)"
+            )
+        return out
+
+    def distractors(self, examples: Sequence[QAExample], n: int) -> list[list[Passage]]:
+        """Up to ``n`` BM25 hits per question that are not among its gold passages."""
+        if n == 0:
+            return [[] for _ in examples]
+        golds = [{p.id for p in gold_passages(e, self.corpus)} | set(e.positive_ids) for e in examples]
+        width = n + max((len(g) for g in golds), default=0)
+        hits = self.retrieve([e.question for e in examples], width)
+        return [[p for p in h if p.id not in g][:n] for h, g in zip(hits, golds)]

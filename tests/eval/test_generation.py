@@ -75,3 +75,17 @@ def test_bad_input() -> None:
         evaluate_generation(["a", "b"], ["a"])
     with pytest.raises(ValueError, match="no predictions"):
         evaluate_generation([], [])
+
+
+def test_stated_decision_reads_a_leading_verdict_only() -> None:
+    from ragtune.eval.generation import decision_accuracy, stated_decision
+
+    assert stated_decision("Yes, the trial shows it.") == "yes"
+    assert stated_decision("  no. It does not.") == "no"
+    assert stated_decision("Maybe: the evidence is mixed") == "maybe"
+    assert stated_decision("Nothing suggests yes") is None  # 'Nothing' is not 'no'
+    assert stated_decision("Yesterday's data") is None
+    out = decision_accuracy(
+        ["Yes, it does.", "No.", "It is unclear.", "maybe"], ["yes", "yes", "no", "maybe"]
+    )
+    assert out == {"decision_accuracy": 2 / 3, "decision_coverage": 3 / 4}

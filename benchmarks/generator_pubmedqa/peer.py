@@ -1,0 +1,90 @@
+"""The peer: transformers' ``Trainer`` + peft LoRA with default settings, on ragtune's own tokenised
+examples (same prompts, same answer-only labels), as a user of those libraries would run it.
+
+    python peer.py CONFIG.yaml OUT_DIR --max-steps 30 [KEY=VALUE ...]
+
+Only what must match for a fair comparison is set: the LoRA rank/alpha/targets, batch size, learning
+rate, number of steps and seed. Everything else is ``TrainingArguments``' default (fp32 on CPU, no
+length grouping, LoRA dropout as configured, full-vocabulary logits). Writes the adapter to
+OUT_DIR/adapter and ``{"train_s", "tokens", "tokens_per_s", "steps"}`` to OUT_DIR/peer_stats.json.
+Run as its own process so that its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from datasets import Dataset  # noqa: E402
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments  # noqa: E402
+
+from ragtune.config import load_config  # noqa: E402
+from ragtune.generator.config import GeneratorConfig  # noqa: E402
+from ragtune.generator.model import apply_peft, load_base, load_tokenizer  # noqa: E402
+from ragtune.generator.prompt import PromptEncoder  # noqa: E402
+from ragtune.generator.train import load_data  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("config", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--max-steps", type=int, default=30)
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    cfg = load_config(args.config, args.overrides, GeneratorConfig)
+    tokenizer = load_tokenizer(cfg.model.name)
+    enc = PromptEncoder(tokenizer, cfg.prompt, cfg.model.max_length)
+    train_ex, _, source = load_data(cfg)
+    rows = {"input_ids": [], "labels": []}
+    for e, passages in zip(train_ex, source.shown(train_ex), strict=True):
+        x = enc.encode(e.question, passages, e.answer)
+        rows["input_ids"].append(x.input_ids)
+        rows["labels"].append(x.labels)
+    dataset = Dataset.from_dict(rows)
+    model = apply_peft(load_base(cfg.model), cfg.peft)
+    targs = TrainingArguments(
+        output_dir=str(args.out / "trainer"),
+        per_device_train_batch_size=cfg.train.batch_size,
+        learning_rate=cfg.train.lr,
+        max_steps=args.max_steps,
+        seed=cfg.seed,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=5,
+    )
+    pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    counted = {"tokens": 0}
+
+    def collate(features):  # the default collator, counting the real (non-pad) tokens it batches
+        batch = pad(features)
+        counted["tokens"] += int(batch["attention_mask"].sum())
+        return batch
+
+    trainer = Trainer(model=model, args=targs, train_dataset=dataset, data_collator=collate)
+    start = time.perf_counter()
+    result = trainer.train()
+    train_s = time.perf_counter() - start
+    tokens = counted["tokens"]
+    model.save_pretrained(str(args.out / "adapter"))
+    tokenizer.save_pretrained(str(args.out / "adapter"))
+    stats = {
+        "train_s": train_s,
+        "trainer_runtime_s": result.metrics.get("train_runtime"),
+        "steps": args.max_steps,
+        "tokens": tokens,
+        "tokens_per_s": tokens / train_s,
+        "train_loss": result.training_loss,
+    }
+    (args.out / "peer_stats.json").write_text(json.dumps(stats, indent=2))
+    print(json.dumps(stats))
+
+
+if __name__ == "__main__":
+    main()

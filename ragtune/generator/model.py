@@ -1,0 +1,92 @@
+"""Loading the causal LM, wrapping it with a peft method, and loading what training saved.
+
+Every method but ``full`` goes through peft, so what ragtune saves is a standard peft adapter folder
+(``adapter_config.json`` + ``adapter_model.safetensors``) that ``PeftModel.from_pretrained`` loads
+without ragtune; ``full`` saves a plain transformers folder.
+
+- LoRA (Hu et al. 2021): low-rank updates on the configured projections.
+- IA3 (Liu et al. 2022, the T-Few method): learned rescaling of keys, values and the MLP; peft's
+  per-architecture default modules.
+- Prefix tuning (Li & Liang 2021): trained key/value prefixes in every layer.
+- Prompt tuning (Lester et al. 2021): trained soft-prompt embeddings before the input.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from ragtune.generator.config import ModelConfig, PeftConfig
+from ragtune.models import resolve_model
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer of ``name`` (resolved offline for the packaged default), with a pad token."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base(cfg: ModelConfig, path: str | Path | None = None) -> PreTrainedModel:
+    """The causal LM ``cfg.name`` (or ``path``) in float32 with SDPA attention, safetensors only."""
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path) if path is not None else resolve_model(cfg.name),
+        dtype=torch.float32,
+        attn_implementation="sdpa",
+        trust_remote_code=cfg.trust_remote_code,
+        use_safetensors=True,
+    )
+    return model
+
+
+def apply_peft(model: PreTrainedModel, cfg: PeftConfig) -> torch.nn.Module:
+    """Wrap ``model`` with the configured peft method (``full``: every weight trains, no wrapper)."""
+    if cfg.method == "full":
+        model.requires_grad_(True)
+        return model
+    import peft
+
+    task = peft.TaskType.CAUSAL_LM
+    if cfg.method == "lora":
+        config = peft.LoraConfig(
+            task_type=task,
+            r=cfg.r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=list(cfg.target_modules),
+        )
+    elif cfg.method == "ia3":
+        config = peft.IA3Config(task_type=task)
+    elif cfg.method == "prefix":
+        config = peft.PrefixTuningConfig(task_type=task, num_virtual_tokens=cfg.num_virtual_tokens)
+    else:
+        config = peft.PromptTuningConfig(task_type=task, num_virtual_tokens=cfg.num_virtual_tokens)
+    return peft.get_peft_model(model, config)
+
+
+def is_adapter(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).exists()
+
+
+def load_trained(path: str | Path | None, cfg: ModelConfig) -> PreTrainedModel | torch.nn.Module:
+    """A model ready for generation: ``cfg.name`` alone (``path`` None), a peft adapter folder on top
+    of ``cfg.name`` (the base the adapter names when that folder exists), or a full model folder."""
+    if path is None:
+        return load_base(cfg)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model or adapter folder")
+    if not is_adapter(path):
+        return load_base(cfg, path)
+    from peft import PeftModel
+
+    saved_base = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    base = saved_base if saved_base and Path(saved_base).exists() else None
+    model = load_base(cfg, base)
+    return PeftModel.from_pretrained(model, str(path))
