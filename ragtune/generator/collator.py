@@ -78,14 +78,17 @@ def gold_passages(example: QAExample, corpus: Mapping[str, Passage] | None) -> l
 class PassageSource:
     """The passages each question is shown (``data.passages``) and its RAFT distractors.
 
-    BM25 (:class:`ragtune.retriever.bm25.BM25`) runs over ``corpus``, or over every gold passage of
-    ``examples`` when there is no corpus; one index serves retrieval and distractor mining.
+    BM25 (:class:`ragtune.retriever.bm25.BM25`) or the dense bi-encoder ``cfg.retriever`` (exact
+    inner-product search, :class:`ragtune.retriever.index.DenseIndex`) runs over ``corpus``, or over
+    every gold passage of ``examples`` when there is no corpus; each index is built once and serves
+    both retrieval and distractor mining.
     """
 
     def __init__(self, cfg: DataConfig, corpus: Mapping[str, Passage] | None, pool: Sequence[QAExample]):
         self.cfg = cfg
         self.corpus = dict(corpus) if corpus is not None else None
         self._bm25: BM25 | None = None
+        self._dense = None
         self._pool = pool
 
     @property
@@ -106,17 +109,38 @@ class PassageSource:
             self._bm25 = BM25(list(passages), [p.full_text() for p in passages.values()])
         return self._bm25
 
-    def retrieve(self, questions: Sequence[str], k: int) -> list[list[Passage]]:
+    def dense(self):
+        """``(encoder, index)`` over the passages, built on first use."""
+        if self._dense is None:
+            from ragtune.retriever.index import DenseIndex
+            from ragtune.retriever.model import encode, load_encoder
+
+            passages = self.passages_by_id
+            if not passages:
+                raise ValueError("dense passages or distractors need data.corpus or contexts in the data")
+            model = load_encoder(self.cfg.retriever, bf16=True)
+            vectors = encode(model, [p.full_text() for p in passages.values()], show_progress=False)
+            self._dense = (model, DenseIndex.flat(vectors, list(passages)))
+        return self._dense
+
+    def retrieve(self, questions: Sequence[str], k: int, method: str = "bm25") -> list[list[Passage]]:
+        """The top ``k`` passages per question by ``method`` (``bm25`` or ``dense``)."""
         by_id = self.passages_by_id
-        hits = self.bm25().search(list(questions), k)
+        if method == "dense":
+            from ragtune.retriever.model import encode
+
+            model, index = self.dense()
+            hits = index.search(encode(model, list(questions), max_length=64, show_progress=False), k)
+        else:
+            hits = self.bm25().search(list(questions), k)
         return [[by_id[pid] for pid, _ in h] for h in hits]
 
     def shown(self, examples: Sequence[QAExample]) -> list[list[Passage]]:
         """The passages shown with each example at evaluation and generation time."""
         if self.cfg.passages == "none":
             return [[] for _ in examples]
-        if self.cfg.passages == "bm25":
-            return self.retrieve([e.question for e in examples], self.cfg.top_k)
+        if self.cfg.passages in ("bm25", "dense"):
+            return self.retrieve([e.question for e in examples], self.cfg.top_k, self.cfg.passages)
         out = [gold_passages(e, self.corpus) for e in examples]
         missing = [e.id for e, p in zip(examples, out) if not p]
         if missing:
@@ -126,11 +150,11 @@ class PassageSource:
             )
         return out
 
-    def distractors(self, examples: Sequence[QAExample], n: int) -> list[list[Passage]]:
-        """Up to ``n`` BM25 hits per question that are not among its gold passages."""
+    def distractors(self, examples: Sequence[QAExample], n: int, method: str = "bm25") -> list[list[Passage]]:
+        """Up to ``n`` top hits (``bm25`` or ``dense``) per question that are not gold passages."""
         if n == 0:
             return [[] for _ in examples]
         golds = [{p.id for p in gold_passages(e, self.corpus)} | set(e.positive_ids) for e in examples]
         width = n + max((len(g) for g in golds), default=0)
-        hits = self.retrieve([e.question for e in examples], width)
+        hits = self.retrieve([e.question for e in examples], width, method)
         return [[p for p in h if p.id not in g][:n] for h, g in zip(hits, golds)]

@@ -52,6 +52,7 @@ class RaftConfig:
     enabled: bool = False
     p_gold: float = 0.8
     num_distractors: int = 3
+    distractors: Literal["bm25", "dense"] = "bm25"  # mined by BM25 or by data.retriever
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.p_gold <= 1.0:
@@ -84,10 +85,11 @@ class PeftConfig:
 class DataConfig:
     """QA JSONL files (see data/README.md) and where each example's passages come from.
 
-    ``passages``: ``given`` shows each example's own ``contexts``; ``bm25`` retrieves the top
-    ``top_k`` passages of ``corpus`` for the question; ``none`` shows no passage (closed book).
-    RAFT distractors are the BM25 top hits of ``corpus`` that are not gold passages; without a
-    corpus, the pool is every context of the training file.
+    ``passages``: ``given`` shows each example's own ``contexts``; ``bm25`` or ``dense`` retrieves
+    the top ``top_k`` passages of ``corpus`` for the question (``dense``: with the bi-encoder
+    ``retriever``, exact search); ``none`` shows no passage (closed book). RAFT distractors are the
+    top hits (``raft.distractors``) that are not gold passages; without a corpus, the pool is every
+    context of the training file.
     """
 
     train: Path | None = None
@@ -95,8 +97,9 @@ class DataConfig:
     val_fraction: float = 0.1
     test: Path | None = None  # what ``ragtune generator generate`` answers when no --input is given
     corpus: Path | None = None  # corpus.jsonl or a BEIR folder: resolves context ids; retrieval pool
-    passages: Literal["given", "bm25", "none"] = "given"
+    passages: Literal["given", "bm25", "dense", "none"] = "given"
     top_k: int = 3
+    retriever: str = "sentence-transformers/all-MiniLM-L6-v2"  # bi-encoder for dense passages / distractors
     max_examples: int = 0  # use only the first N training examples (0: all)
 
     def __post_init__(self) -> None:

@@ -88,7 +88,9 @@ class EpochData:
         self.cfg, self.examples, self.enc = cfg, list(examples), enc
         if cfg.raft.enabled:
             self.gold = [gold_passages(e, source.corpus) for e in self.examples]
-            self.distractors = source.distractors(self.examples, cfg.raft.num_distractors)
+            self.distractors = source.distractors(
+                self.examples, cfg.raft.num_distractors, cfg.raft.distractors
+            )
         else:
             self.shown = source.shown(self.examples)
 

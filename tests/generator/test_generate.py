@@ -267,3 +267,28 @@ def test_cli_errors(tmp_path: Path, tiny_lm: Path, capsys) -> None:
     )
     assert "no such model or adapter folder" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_dense_passages_and_distractors_come_from_the_retriever(tmp_path: Path, tiny_encoder: Path) -> None:
+    """data.passages=dense and raft.distractors=dense search the corpus with data.retriever: the same
+    hits as encoding and searching by hand, gold passages excluded from the distractors."""
+    import numpy as np
+
+    from ragtune.generator.collator import PassageSource
+    from ragtune.generator.config import DataConfig
+    from ragtune.retriever.model import encode, load_encoder
+
+    corpus = load_corpus(DEMO / "corpus.jsonl")
+    examples = load_qa(DEMO / "qa_test.jsonl", corpus)[:6]
+    cfg = DataConfig(passages="dense", top_k=3, retriever=str(tiny_encoder))
+    source = PassageSource(cfg, corpus, examples)
+    shown = source.shown(examples)
+    model = load_encoder(str(tiny_encoder), bf16=True)
+    pvec = encode(model, [p.full_text() for p in corpus.values()], show_progress=False)
+    qvec = encode(model, [e.question for e in examples], max_length=64, show_progress=False)
+    top = np.argsort(-(qvec @ pvec.T), axis=1, kind="stable")[:, :3]
+    ids = list(corpus)
+    assert [[p.id for p in s] for s in shown] == [[ids[i] for i in row] for row in top]
+    distractors = source.distractors(examples, 2, "dense")
+    for e, d in zip(examples, distractors, strict=True):
+        assert len(d) == 2 and e.contexts[0].id not in {p.id for p in d}
