@@ -89,3 +89,25 @@ def write_result(
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def child(cmd: list[str], log: Path, cwd: Path | None = None) -> tuple[float, float]:
+    """Run ``cmd`` as a child process (output to ``log``, offline); return (wall seconds, peak RSS in
+    MB of that child, from wait4)."""
+    import subprocess
+    import time
+
+    start = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=cwd or Path(__file__).resolve().parents[1],
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed; see {log}")
+    return wall, usage.ru_maxrss / 1024

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import SHARED_DATASETS, write_result  # noqa: E402
+from benchmarks.common import SHARED_DATASETS, child, write_result  # noqa: E402
 from ragtune.config import load_config  # noqa: E402
 from ragtune.data.converters import pubmedqa, write_dataset  # noqa: E402
 from ragtune.eval.faithfulness import lexical_faithfulness  # noqa: E402
@@ -35,23 +33,6 @@ SEED = 0
 CONFIG = ROOT / "configs/generator/pubmedqa.yaml"
 METRIC_ROUND = 4
 LR = {"lora": 3e-4, "ia3": 3e-3, "prompt": 3e-2}
-
-
-def child(cmd: list[str], log: Path) -> tuple[float, float]:
-    """Run ``cmd`` as a child process; return (wall seconds, peak RSS in MB of that child)."""
-    start = time.perf_counter()
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed; see {log}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024
 
 
 def main() -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,31 +21,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import SHARED_DATASETS, write_result  # noqa: E402
+from benchmarks.common import SHARED_DATASETS, child, write_result  # noqa: E402
 from ragtune.data.io import load_beir  # noqa: E402
 from ragtune.eval.ir import evaluate_run  # noqa: E402
 from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion, tokenize  # noqa: E402
 
 METRICS = ("nDCG@10", "Recall@10", "Recall@100", "MRR@10")
 SEED = 0
-
-
-def child(cmd: list[str], log: Path) -> tuple[float, float]:
-    """Run ``cmd`` as a child process; return (wall seconds, peak RSS in MB of that child)."""
-    start = time.perf_counter()
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed; see {log}")
-    return wall, usage.ru_maxrss / 1024
 
 
 def pick(metrics: dict[str, float]) -> dict[str, float]:

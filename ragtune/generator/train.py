@@ -36,14 +36,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ragtune.config import save_config, to_dict
 from ragtune.data.io import atomic_write_text, load_qa
 from ragtune.data.schema import QAExample
 from ragtune.generator.collator import PassageSource, gold_passages, load_corpus_arg, pad_batch, raft_contexts
 from ragtune.generator.config import GeneratorConfig
 from ragtune.generator.model import apply_peft, load_base, load_tokenizer
 from ragtune.generator.prompt import IGNORE_INDEX, EncodedExample, PromptEncoder
-from ragtune.retriever.train import _save_dir_atomically
+from ragtune.training import linear_schedule, record_validation, save_dir_atomically, start_run, trim_history
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +216,7 @@ def save_final(model: torch.nn.Module, tokenizer, folder: Path) -> None:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
 
-    _save_dir_atomically(folder, write)
+    save_dir_atomically(folder, write)
 
 
 def _save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> None:
@@ -233,7 +232,7 @@ def _save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> 
         )
         (tmp / "state.json").write_text(json.dumps(state))
 
-    _save_dir_atomically(folder, write)
+    save_dir_atomically(folder, write)
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -244,17 +243,7 @@ def train(cfg: GeneratorConfig) -> Path:
     if cfg.save_merged and cfg.peft.method in ("prefix", "prompt"):
         raise ValueError(f"save_merged: peft.method={cfg.peft.method} has nothing to merge into the weights")
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "checkpoint"
-    if (ckpt / "state.json").exists() and (out / "config.yaml").exists():
-        import yaml
-
-        if yaml.safe_load((out / "config.yaml").read_text()) != to_dict(cfg):
-            raise ValueError(
-                f"{out} holds a checkpoint of a run with a different config; "
-                "use another output_dir or delete the old run"
-            )
-    save_config(cfg, out / "config.yaml")
+    ckpt = start_run(cfg, out)
     t = cfg.train
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -288,25 +277,14 @@ def train(cfg: GeneratorConfig) -> Path:
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     warmup = int(total * t.warmup_ratio)
 
-    def lr_lambda(step: int) -> float:  # linear warm-up, then linear decay to 0
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    scheduler = linear_schedule(optimizer, total, warmup)
     if resuming:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
 
     history = out / "history.jsonl"
-    if history.exists():  # keep only what the checkpoint has seen: resumed steps are logged again
-        kept = [
-            ln
-            for ln in history.read_text().splitlines()
-            if resuming and json.loads(ln)["step"] <= state["step"]
-        ]
-        atomic_write_text(history, "".join(ln + "\n" for ln in kept))
+    trim_history(history, resuming, state["step"])
     pad_id = tokenizer.pad_token_id
     eval_every = t.eval_every or steps_per_epoch
     model.train()
@@ -356,15 +334,14 @@ def train(cfg: GeneratorConfig) -> Path:
                 val = validation_loss(model, val_encoded, t.eval_batch_size, pad_id, t.bf16)
                 record["val_loss"] = val
                 log.info("step %d: validation loss %.4f", state["step"], val)
-                if state["best"] is None or val < state["best"]["val_loss"]:
-                    state["best"] = {"val_loss": val, "step": state["step"]}
-                    state["bad_evals"] = 0
-                    save_final(model, tokenizer, out / "best")
-                else:
-                    state["bad_evals"] += 1
-                    if t.patience and state["bad_evals"] >= t.patience:
-                        log.info("early stopping: %d validations without improvement", state["bad_evals"])
-                        state["stopped"] = True
+                record_validation(
+                    state,
+                    "val_loss",
+                    val,
+                    False,
+                    t.patience,
+                    lambda: save_final(model, tokenizer, out / "best"),
+                )
             with history.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
             if (
@@ -378,7 +355,7 @@ def train(cfg: GeneratorConfig) -> Path:
     bar.close()
     final = out / ("model" if cfg.peft.method == "full" else "adapter")
     if (out / "best").exists():
-        _save_dir_atomically(final, lambda tmp: shutil.copytree(out / "best", tmp, dirs_exist_ok=True))
+        save_dir_atomically(final, lambda tmp: shutil.copytree(out / "best", tmp, dirs_exist_ok=True))
     else:
         save_final(model, tokenizer, final)
     if cfg.save_merged:

@@ -28,7 +28,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import time
@@ -41,13 +40,13 @@ import torch
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
-from ragtune.config import save_config, to_dict
 from ragtune.data.io import atomic_write_text, load_beir, load_triplets
 from ragtune.data.schema import Passage, Query, Triplet
 from ragtune.eval.ir import evaluate_run
 from ragtune.models import resolve_model
 from ragtune.retriever.config import RetrieverConfig
 from ragtune.retriever.losses import false_negative_mask, info_nce_loss
+from ragtune.training import linear_schedule, record_validation, save_dir_atomically, start_run, trim_history
 
 log = logging.getLogger(__name__)
 
@@ -244,20 +243,6 @@ class Validator:
 # ---------------------------------------------------------------------------------- checkpoints
 
 
-def _save_dir_atomically(target: Path, write) -> None:
-    """Write a folder through ``write(tmp_folder)`` and swap it in place of ``target``."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> None:
     def write(tmp: Path) -> None:
         model.save(str(tmp / "model"))
@@ -271,7 +256,7 @@ def _save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> 
         )
         (tmp / "state.json").write_text(json.dumps(state))
 
-    _save_dir_atomically(folder, write)
+    save_dir_atomically(folder, write)
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -280,19 +265,7 @@ def _save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> 
 def train(cfg: RetrieverConfig) -> Path:
     """Train the bi-encoder as configured; returns ``cfg.output_dir`` (model in ``model/``)."""
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "checkpoint"
-    resolved = to_dict(cfg)
-    if (ckpt / "state.json").exists() and (out / "config.yaml").exists():
-        import yaml
-
-        saved = yaml.safe_load((out / "config.yaml").read_text())
-        if saved != resolved:
-            raise ValueError(
-                f"{out} holds a checkpoint of a run with a different config; "
-                "use another output_dir or delete the old run"
-            )
-    save_config(cfg, out / "config.yaml")
+    ckpt = start_run(cfg, out)
     t = cfg.train
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -337,12 +310,7 @@ def train(cfg: RetrieverConfig) -> Path:
     )
     warmup = int(total * t.warmup_ratio)
 
-    def lr_lambda(step: int) -> float:  # linear warm-up, then linear decay to 0
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    scheduler = linear_schedule(optimizer, total, warmup)
     if resuming:
         saved = torch.load(ckpt / "optimizer.pt", weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
@@ -350,13 +318,7 @@ def train(cfg: RetrieverConfig) -> Path:
         torch.set_rng_state(saved["torch_rng"])
 
     history = out / "history.jsonl"
-    if history.exists():  # keep only what the checkpoint has seen: resumed steps are logged again
-        kept = [
-            ln
-            for ln in history.read_text().splitlines()
-            if resuming and json.loads(ln)["step"] <= state["step"]
-        ]
-        atomic_write_text(history, "".join(ln + "\n" for ln in kept))
+    trim_history(history, resuming, state["step"])
     model.train(t.dropout is None or t.dropout > 0)  # without dropout, eval mode skips mask work
     eval_every = t.eval_every or steps_per_epoch
     bar = tqdm(total=total, initial=state["step"], desc="retriever", unit="step")
@@ -393,15 +355,14 @@ def train(cfg: RetrieverConfig) -> Path:
                 record["val"] = metrics
                 score = metrics["nDCG@10"]
                 log.info("step %d: validation nDCG@10 %.4f", state["step"], score)
-                if state["best"] is None or score > state["best"]["nDCG@10"]:
-                    state["best"] = {"nDCG@10": score, "step": state["step"]}
-                    state["bad_evals"] = 0
-                    _save_dir_atomically(out / "best", lambda tmp: model.save(str(tmp)))
-                else:
-                    state["bad_evals"] += 1
-                    if t.patience and state["bad_evals"] >= t.patience:
-                        log.info("early stopping: %d validations without improvement", state["bad_evals"])
-                        state["stopped"] = True
+                record_validation(
+                    state,
+                    "nDCG@10",
+                    score,
+                    True,
+                    t.patience,
+                    lambda: save_dir_atomically(out / "best", lambda tmp: model.save(str(tmp))),
+                )
             with history.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
             if (
@@ -415,9 +376,9 @@ def train(cfg: RetrieverConfig) -> Path:
     bar.close()
     final = out / "best" if (out / "best").exists() else None
     if final is not None:
-        _save_dir_atomically(out / "model", lambda tmp: shutil.copytree(final, tmp, dirs_exist_ok=True))
+        save_dir_atomically(out / "model", lambda tmp: shutil.copytree(final, tmp, dirs_exist_ok=True))
     else:
-        _save_dir_atomically(out / "model", lambda tmp: model.save(str(tmp)))
+        save_dir_atomically(out / "model", lambda tmp: model.save(str(tmp)))
     summary = {
         "steps": state["step"],
         "examples": len(examples),
