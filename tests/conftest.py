@@ -96,3 +96,25 @@ def tiny_llama(words: str, chat_template: str | None = CHATML, seed: int = 0):
         pad_token_id=vocab["<pad>"], eos_token_id=vocab["<|im_end|>"], bos_token_id=None,
     )  # fmt: skip
     return LlamaForCausalLM(config), tokenizer
+
+
+def killed_after_checkpoints(module, n: int, run) -> None:
+    """Run ``run()`` with ``module._save_checkpoint`` raising KeyboardInterrupt (a simulated kill)
+    right after its ``n``-th checkpoint is written; the real function is restored afterwards."""
+    import pytest
+
+    real = module._save_checkpoint
+    calls = {"n": 0}
+
+    def crash(*args, **kwargs):
+        real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt("simulated kill")
+
+    module._save_checkpoint = crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run()
+    finally:
+        module._save_checkpoint = real

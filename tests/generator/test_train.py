@@ -17,7 +17,7 @@ from ragtune.generator.collator import pad_batch
 from ragtune.generator.config import DEFAULT_NO_ANSWER, DEFAULT_SYSTEM, GeneratorConfig, PeftConfig
 from ragtune.generator.model import apply_peft, load_base, load_tokenizer, load_trained
 from ragtune.generator.prompt import IGNORE_INDEX, EncodedExample, PromptEncoder
-from tests.conftest import DEMO, tiny_llama
+from tests.conftest import DEMO, killed_after_checkpoints, tiny_llama
 
 _TINY: dict[str, Path] = {}
 
@@ -407,7 +407,7 @@ def test_training_lowers_the_loss_and_keeps_the_best_validation(tmp_path: Path, 
     )
 
 
-def test_a_killed_run_resumes_to_the_same_weights(tmp_path: Path, tiny_lm: Path, monkeypatch) -> None:
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path: Path, tiny_lm: Path) -> None:
     import ragtune.generator.train as gt
 
     # RAFT contexts (drawn per epoch), LoRA dropout (torch RNG), validation and a kill in epoch 2.
@@ -419,20 +419,8 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path: Path, tiny_lm: Path,
     whole = history(full)
     assert [h["step"] for h in whole] == list(range(1, 11))  # 36 examples / 8 -> 5 steps x 2 epochs
 
-    real = gt._save_checkpoint
-    calls = {"n": 0}
-
-    def crash_after_second_checkpoint(*args, **kwargs):
-        real(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated kill")
-
     part_cfg = make_cfg(tmp_path / "part", tiny_lm, *extra)
-    monkeypatch.setattr(gt, "_save_checkpoint", crash_after_second_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
-        gt.train(part_cfg)
-    monkeypatch.setattr(gt, "_save_checkpoint", real)
+    killed_after_checkpoints(gt, 2, lambda: gt.train(part_cfg))
     part = tmp_path / "part"
     assert json.loads((part / "checkpoint" / "state.json").read_text())["step"] == 6
     assert not (part / "adapter").exists()

@@ -13,7 +13,7 @@ from ragtune.data.schema import Passage, Query
 from ragtune.retriever.config import RetrieverConfig
 from ragtune.retriever.losses import false_negative_mask, info_nce_loss
 from ragtune.retriever.train import Example, batch_order, load_for_training, step_loss, train
-from tests.conftest import DEMO
+from tests.conftest import DEMO, killed_after_checkpoints
 
 
 def test_info_nce_hand_computed() -> None:
@@ -136,21 +136,7 @@ def test_training_lowers_the_loss_validates_and_resumes_to_the_same_weights(
     part_cfg = _cfg(tmp_path / "part", tiny_encoder, "train.epochs=2", "train.eval_every=5")
     import ragtune.retriever.train as tr
 
-    real = tr._save_checkpoint
-    calls = {"n": 0}
-
-    def crash_after_second_checkpoint(*args, **kwargs):
-        real(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated kill")
-
-    tr._save_checkpoint = crash_after_second_checkpoint
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train(part_cfg)
-    finally:
-        tr._save_checkpoint = real
+    killed_after_checkpoints(tr, 2, lambda: train(part_cfg))
     assert json.loads((tmp_path / "part" / "checkpoint" / "state.json").read_text())["step"] == 6
     resumed = train(part_cfg)
     a, b = _weights(full / "model"), _weights(resumed / "model")
