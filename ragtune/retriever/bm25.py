@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import sparse
@@ -115,5 +115,32 @@ def reciprocal_rank_fusion(
     for ranking in rankings:
         for rank, doc in enumerate(ranking, start=1):
             fused[doc] = fused.get(doc, 0.0) + 1.0 / (k + rank)
+    ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ranked[:depth] if depth else ranked
+
+
+def weighted_fusion(
+    scored: Sequence[Mapping[str, float]], weights: Sequence[float], depth: int | None = None
+) -> list[tuple[str, float]]:
+    """Fuse scored id lists by a weighted sum of their min-max normalised scores.
+
+    Each list's scores are rescaled to [0, 1] over the ids it retrieved (a list whose scores are all
+    equal counts 1 for each of its ids); an id a list did not retrieve counts 0 there. Unlike
+    :func:`reciprocal_rank_fusion` it uses how far apart the scores are, not only their order, and
+    the weights say how much to trust each retriever. Returns (id, fused score), best first.
+    """
+    if len(scored) != len(weights):
+        raise ValueError(f"{len(scored)} score lists but {len(weights)} weights")
+    if any(w < 0 for w in weights) or not sum(weights) > 0:
+        raise ValueError(f"fusion weights must be >= 0 with a positive sum, got {list(weights)}")
+    fused: dict[str, float] = {}
+    for scores, weight in zip(scored, weights, strict=True):
+        if not scores:
+            continue
+        low, high = min(scores.values()), max(scores.values())
+        span = high - low
+        for doc, score in scores.items():
+            norm = (score - low) / span if span > 0 else 1.0
+            fused[doc] = fused.get(doc, 0.0) + weight * norm
     ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
     return ranked[:depth] if depth else ranked

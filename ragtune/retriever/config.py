@@ -154,11 +154,13 @@ class EvalConfig:
     )
     ks: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20, 100])
     depth: int = 100  # documents retrieved per query
-    rrf_k: int = 60  # reciprocal rank fusion constant for hybrid
+    fusion: Literal["rrf", "weighted"] = "rrf"  # how hybrid merges BM25 and dense
+    rrf_k: int = 60  # reciprocal rank fusion constant (fusion=rrf)
+    dense_weight: float = 0.5  # fusion=weighted: dense x w + BM25 x (1 - w), min-max normalised
     index_dir: Path | None = (
         None  # score this saved index (ragtune index build) instead of encoding the corpus
     )
-    batch_size: int = 64
+    batch_size: int = 128
     bf16: bool = True  # bf16 autocast while encoding (AMX CPUs and GPUs)
 
     def __post_init__(self) -> None:
@@ -170,6 +172,8 @@ class EvalConfig:
             raise ValueError(f"eval.depth ({self.depth}) must be >= the largest k ({max(self.ks)})")
         if self.batch_size < 1:
             raise ValueError("eval.batch_size must be >= 1")
+        if not 0.0 <= self.dense_weight <= 1.0:
+            raise ValueError(f"eval.dense_weight must be in [0, 1], got {self.dense_weight}")
 
 
 @dataclass

@@ -11,11 +11,30 @@ from ragtune.config import save_config
 from ragtune.data.io import atomic_write_text, load_beir, write_run
 from ragtune.eval.ir import evaluate_run
 from ragtune.eval.report import markdown_table, write_metrics
-from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion
+from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion, weighted_fusion
 from ragtune.retriever.config import RetrieverConfig
 
 log = logging.getLogger(__name__)
 TABLE_COLUMNS = ("nDCG@10", "Recall@10", "Recall@100", "MRR@10", "MAP@100", "P@10")
+
+
+def fuse(
+    bm25_run: dict[str, dict[str, float]],
+    dense_run: dict[str, dict[str, float]],
+    cfg: RetrieverConfig,
+    depth: int,
+) -> dict[str, dict[str, float]]:
+    """Hybrid run: BM25 and dense fused per query as ``cfg.eval.fusion`` says."""
+    e = cfg.eval
+    out = {}
+    for q in bm25_run:
+        if e.fusion == "weighted":
+            pairs = weighted_fusion([bm25_run[q], dense_run[q]], [1 - e.dense_weight, e.dense_weight], depth)
+        else:
+            rankings = [sorted(r[q], key=r[q].get, reverse=True) for r in (bm25_run, dense_run)]
+            pairs = reciprocal_rank_fusion(rankings, k=e.rrf_k, depth=depth)
+        out[q] = dict(pairs)
+    return out
 
 
 def evaluate(cfg: RetrieverConfig) -> Path:
@@ -59,12 +78,7 @@ def evaluate(cfg: RetrieverConfig) -> Path:
         runs["dense"] = {q: dict(h) for q, h in zip(qids, hits, strict=True)}
         timings["dense"] = time.perf_counter() - t0
     if "hybrid" in methods:
-        runs["hybrid"] = {}
-        for q in qids:
-            rankings = [
-                sorted(runs[name][q], key=runs[name][q].get, reverse=True) for name in ("bm25", "dense")
-            ]
-            runs["hybrid"][q] = dict(reciprocal_rank_fusion(rankings, k=cfg.eval.rrf_k, depth=depth))
+        runs["hybrid"] = fuse(runs["bm25"], runs["dense"], cfg, depth)
 
     summary = {}
     for name in cfg.eval.methods:

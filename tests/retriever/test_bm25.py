@@ -5,7 +5,7 @@ import pytest
 from rank_bm25 import BM25Okapi
 
 from ragtune.data.io import load_beir
-from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion, tokenize
+from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion, tokenize, weighted_fusion
 from tests.conftest import DEMO
 
 
@@ -43,3 +43,19 @@ def test_reciprocal_rank_fusion_hand_computed() -> None:
     assert fused["b"] == pytest.approx(1 / 62 + 1 / 61)
     assert fused["a"] == pytest.approx(1 / 61) and fused["d"] == pytest.approx(1 / 62)
     assert [d for d, _ in reciprocal_rank_fusion([["a", "b", "c"], ["b", "d"]], depth=2)] == ["b", "a"]
+
+
+def test_weighted_fusion_hand_computed() -> None:
+    bm25 = {"a": 10.0, "b": 6.0, "c": 2.0}  # normalised: a 1, b 0.5, c 0
+    dense = {"b": 0.9, "d": 0.5}  # normalised: b 1, d 0
+    fused = dict(weighted_fusion([bm25, dense], [0.25, 0.75]))
+    assert fused == pytest.approx({"a": 0.25, "b": 0.25 * 0.5 + 0.75, "c": 0.0, "d": 0.0})
+    ranked = [d for d, _ in weighted_fusion([bm25, dense], [0.25, 0.75], depth=2)]
+    assert ranked == ["b", "a"]
+    # weight 1 on one list reproduces its order; equal scores count 1
+    assert [d for d, _ in weighted_fusion([bm25, dense], [1.0, 0.0])][:3] == ["a", "b", "c"]
+    assert dict(weighted_fusion([{"x": 3.0, "y": 3.0}], [1.0])) == {"x": 1.0, "y": 1.0}
+    with pytest.raises(ValueError, match="weights"):
+        weighted_fusion([bm25], [0.5, 0.5])
+    with pytest.raises(ValueError, match=">= 0"):
+        weighted_fusion([bm25, dense], [-1.0, 2.0])
