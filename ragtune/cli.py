@@ -72,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     gg.add_argument("--out", type=Path, required=True, help="predictions JSONL to write")
     gg.add_argument("--limit", type=int, default=0, help="answer only the first N questions")
     _config_args(gg)
+    e2 = sub.add_parser("e2e", help="joint retriever + generator tuning").add_subparsers(
+        dest="cmd", required=True
+    )
+    _config_args(e2.add_parser("train", help="alternate generator and retriever updates in rounds"))
+    rp = sub.add_parser("report", help="re-render a joint run's report, or compare two runs")
+    rp.add_argument("run", type=Path, help="output folder of `ragtune e2e train`")
+    rp.add_argument("run_b", type=Path, nargs="?", default=None, help="a second run to compare with")
+    rp.add_argument("--out", type=Path, default=None, help="folder for compare.md and plots (with RUN_B)")
     ix = sub.add_parser("index", help="FAISS index over a corpus").add_subparsers(dest="cmd", required=True)
     _config_args(ix.add_parser("build", help="encode the corpus and build the configured FAISS index"))
     s = ix.add_parser("search", help="search a saved index with the queries of a queries.jsonl")
@@ -222,6 +230,30 @@ def _generator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _e2e(args: argparse.Namespace) -> int:
+    from ragtune.e2e.config import E2EConfig
+    from ragtune.e2e.train import train
+
+    out = train(load_config(args.config, args.overrides, E2EConfig))
+    print((out / "report.md").read_text())
+    print(f"written to {out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ragtune.eval.report import compare_run_reports, write_run_report
+
+    if args.run_b is None:
+        path = write_run_report(args.run)
+        print(path.read_text())
+        print(f"written to {path}")
+    else:
+        print(compare_run_reports(args.run, args.run_b, args.out))
+        if args.out is not None:
+            print(f"written to {args.out / 'compare.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ragtune`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -233,13 +265,16 @@ def main(argv: list[str] | None = None) -> int:
         ("data", "convert"): _data_convert,
         ("data", "check"): _data_check,
     }
+    groups = {
+        "retriever": _retriever,
+        "index": _index,
+        "generator": _generator,
+        "e2e": _e2e,
+        "report": _report,
+    }
     try:
-        if args.group == "retriever":
-            return _retriever(args)
-        if args.group == "index":
-            return _index(args)
-        if args.group == "generator":
-            return _generator(args)
+        if args.group in groups:
+            return groups[args.group](args)
         return handlers[(args.group, args.cmd)](args)
     except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
         print(f"ragtune: error: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from ragtune.config import ConfigError, load_config, save_config, to_dict
+from ragtune.e2e.config import E2EConfig
 from ragtune.generator.config import GeneratorConfig
 from ragtune.retriever.config import RetrieverConfig
 
@@ -98,7 +99,7 @@ def test_save_and_reload_round_trip(tmp_path: Path) -> None:
     assert to_dict(cfg)["out"] == "runs/x"
 
 
-CONFIG_CLASSES = {"retriever": RetrieverConfig, "generator": GeneratorConfig}
+CONFIG_CLASSES = {"retriever": RetrieverConfig, "generator": GeneratorConfig, "e2e": E2EConfig}
 
 
 def _config_class(path: Path) -> type:

@@ -149,22 +149,23 @@ def n_virtual_tokens(model: torch.nn.Module) -> int:
     return 0
 
 
-def answer_loss(
+def token_losses(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], bf16: bool, logits_only_answers: bool = True
-) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy of the labelled tokens of ``batch`` and their number.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of every labelled token of ``batch`` and the batch row it belongs to.
 
     ``batch`` holds right-padded ``input_ids``, ``attention_mask`` and ``labels``, each ``[B, T]``.
     Position ``t`` predicts token ``t + 1``; with ``logits_only_answers`` the model projects to the
     vocabulary only at the positions whose next token is labelled (``logits_to_keep`` as a boolean
     ``[B, T]`` mask, shifted by the soft prompt under prompt tuning), giving ``[N, V]`` logits.
+    Returns ``(ce [N] float32, rows [N] int64)`` in row-major order.
     """
     labels = batch["labels"]
     targets_mask = labels[:, 1:] != IGNORE_INDEX  # [B, T-1]
     targets = labels[:, 1:][targets_mask]  # [N]
-    n = int(targets.numel())
-    if n == 0:
+    if int(targets.numel()) == 0:
         raise ValueError("a batch without any answer token: every label is masked")
+    rows = torch.nonzero(targets_mask)[:, 0]  # [N]
     kwargs = {}
     if logits_only_answers:
         keep = torch.zeros_like(labels, dtype=torch.bool)
@@ -180,8 +181,38 @@ def answer_loss(
     else:
         logits = logits[:, -labels.shape[1] :]  # drop soft-prompt positions
         picked = logits[:, :-1][targets_mask]
-    loss = torch.nn.functional.cross_entropy(picked.float(), targets, reduction="sum")
-    return loss, n
+    ce = torch.nn.functional.cross_entropy(picked.float(), targets, reduction="none")
+    return ce, rows
+
+
+def answer_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], bf16: bool, logits_only_answers: bool = True
+) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy of the labelled tokens of ``batch`` and their number (see
+    :func:`token_losses`)."""
+    ce, _ = token_losses(model, batch, bf16, logits_only_answers)
+    return ce.sum(), int(ce.numel())
+
+
+@torch.no_grad()
+def answer_logprobs(
+    model: torch.nn.Module, examples: Sequence[EncodedExample], batch_size: int, pad_id: int, bf16: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each example's log-probability of its labelled tokens (answer + end of turn) under ``model``:
+    ``(sums [N] float32, counts [N] int64)``. Batches are sorted by length, so they pad little."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(len(examples), dtype=torch.float32)
+    counts = torch.zeros(len(examples), dtype=torch.int64)
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        ce, rows = token_losses(model, pad_batch([examples[i] for i in idx], pad_id), bf16)
+        index = torch.tensor(idx)[rows]
+        sums.index_add_(0, index, -ce.float())
+        counts.index_add_(0, index, torch.ones_like(index))
+    model.train(was_training)
+    return sums, counts
 
 
 @torch.no_grad()

@@ -149,7 +149,7 @@ def load_for_training(cfg: RetrieverConfig, path: str | Path | None = None) -> S
     return model
 
 
-def _encode(model: SentenceTransformer, texts: list[str], max_length: int) -> torch.Tensor:
+def encode_with_graph(model: SentenceTransformer, texts: list[str], max_length: int) -> torch.Tensor:
     """Embeddings ``[len(texts), dim]`` with a graph (the caller decides grad / autocast)."""
     model.max_seq_length = max_length
     features = model.preprocess(texts)
@@ -177,8 +177,8 @@ def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[
     t, m = cfg.train, cfg.model
     if not t.cached:
         with _autocast(t.bf16):
-            q = _encode(model, queries, m.max_query_length)
-            p = _encode(model, ptexts, m.max_passage_length)
+            q = encode_with_graph(model, queries, m.max_query_length)
+            p = encode_with_graph(model, ptexts, m.max_passage_length)
         loss = info_nce_loss(q, p, targets, t.temperature, mask, t.symmetric)
         loss.backward()
         return float(loss.detach())
@@ -191,7 +191,7 @@ def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[
             parts = []
             for s in range(0, len(texts), t.mini_batch_size):
                 states.append(torch.get_rng_state())
-                parts.append(_encode(model, texts[s : s + t.mini_batch_size], length).float())
+                parts.append(encode_with_graph(model, texts[s : s + t.mini_batch_size], length).float())
             reps.append(torch.cat(parts))
     q, p = (r.detach().requires_grad_() for r in reps)
     loss = info_nce_loss(q, p, targets, t.temperature, mask, t.symmetric)
@@ -203,7 +203,7 @@ def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[
             torch.set_rng_state(states[k])
             k += 1
             with _autocast(t.bf16):
-                emb = _encode(model, texts[s : s + t.mini_batch_size], length)
+                emb = encode_with_graph(model, texts[s : s + t.mini_batch_size], length)
             emb.float().backward(grad[s : s + t.mini_batch_size])
     return float(loss.detach())
 

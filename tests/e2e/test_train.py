@@ -1,0 +1,161 @@
+"""The joint-tuning loop on tiny random models: rounds, report, resume after a kill, refresh."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ragtune.config import load_config
+from ragtune.e2e.config import E2EConfig
+from tests.conftest import DEMO, killed_after_checkpoints, tiny_llama
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random Llama whose vocabulary covers the demo data, saved as a transformers folder."""
+    from ragtune.data.io import load_corpus, load_qa
+    from ragtune.retriever.bm25 import tokenize
+
+    words = set()
+    for p in load_corpus(DEMO / "corpus.jsonl").values():
+        words.update(tokenize(p.full_text()))
+    for e in load_qa(DEMO / "qa.jsonl"):
+        words.update(tokenize(e.question + " " + e.answer))
+    words |= {"Passages", "Question", "You", "system", "user", "assistant", "[", "]", ":", "?", ".", ","}
+    model, tok = tiny_llama(" ".join(sorted(words)))
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def tiny_config(out: Path, encoder: Path, lm: Path, *extra: str) -> E2EConfig:
+    return load_config(
+        None,
+        [
+            f"data.corpus={DEMO}",
+            f"data.train={DEMO / 'qa_train.jsonl'}",
+            f"data.eval={DEMO / 'qa_test.jsonl'}",
+            "data.max_train=24",
+            "data.max_eval=12",
+            "rounds=2",
+            "top_k=3",
+            f"retriever.model={encoder}",
+            "retriever.lr=1e-3",
+            "retriever.batch_size=8",
+            f"generator.model.name={lm}",
+            "generator.model.max_length=256",
+            "generator.peft.r=4",
+            "generator.peft.alpha=8",
+            "generator.batch_size=8",
+            "generator.lr=5e-3",
+            "generator.generate.max_new_tokens=6",
+            "generator.generate.bf16=false",
+            "generator.bf16=false",
+            "retriever.bf16=false",
+            f"output_dir={out}",
+            *extra,
+        ],
+        E2EConfig,
+    )
+
+
+def final_metrics(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())["final"]
+
+
+def test_rounds_report_and_artifacts(tmp_path: Path, tiny_encoder: Path, tiny_lm: Path) -> None:
+    from ragtune.e2e.train import train
+
+    out = train(tiny_config(tmp_path / "run", tiny_encoder, tiny_lm))
+    report = json.loads((out / "report.json").read_text())
+    rounds = report["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert list(rounds[1]["stages"]) == ["retrieve", "generator", "retriever", "refresh", "eval"]
+    for r in rounds:
+        m = r["metrics"]
+        for key in ("Recall@5", "MRR@10", "nDCG@10", "ROUGE-L", "EM", "F1", "faithfulness"):
+            assert 0.0 <= m[key] <= 1.0
+        assert sum(r["errors"][k] for k in ("correct", "gold_not_retrieved", "retrieved_but_wrong")) == 12
+    # the generator learns: its loss falls within a round and from round 1 to round 2
+    g1, g2 = rounds[1]["stages"]["generator"], rounds[2]["stages"]["generator"]
+    assert g2["loss_mean"] < g1["loss_first"]
+    # query-only mode: the index stays at version 0 and is never refreshed
+    assert rounds[2]["index_version"] == 0
+    assert rounds[1]["stages"]["refresh"]["refreshed"] is False
+    # per-question predictions, the error outcome of each
+    lines = (out / "rounds" / "round_2" / "predictions.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in lines]
+    assert len(rows) == 12
+    outcomes = {r["outcome"] for r in rows}
+    assert outcomes <= {"correct", "gold_not_retrieved", "retrieved_but_wrong"}
+    for row in rows:
+        assert row["outcome"] != "gold_not_retrieved" or not row["gold_retrieved"]
+    # the report and its plots; standard artifacts load without ragtune
+    md = (out / "report.md").read_text()
+    assert "| round 2 |" in md and "gold_not_retrieved" in md
+    assert (out / "plots" / "retrieval.png").read_bytes()[:4] == b"\x89PNG"
+    from peft import PeftModel
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModelForCausalLM
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lm), str(out / "adapter"))
+    assert SentenceTransformer(str(out / "query_encoder")).encode(["x"]).shape[0] == 1
+    assert json.loads((out / "index" / "index.json").read_text())["version"] == 0
+
+
+def test_resume_after_kill_equals_unbroken_run(tmp_path: Path, tiny_encoder: Path, tiny_lm: Path) -> None:
+    from ragtune.e2e import train as e2e_train
+
+    whole = e2e_train.train(tiny_config(tmp_path / "whole", tiny_encoder, tiny_lm, "rounds=1"))
+    # killed after stage 3 of 6 (round 0 eval, retrieve, generator), then run again
+    cfg = tiny_config(tmp_path / "broken", tiny_encoder, tiny_lm, "rounds=1")
+    killed_after_checkpoints(e2e_train, 3, lambda: e2e_train.train(cfg))
+    state = json.loads((tmp_path / "broken" / "checkpoint" / "state.json").read_text())
+    assert state["done"] == [1, "generator"]
+    resumed = e2e_train.train(cfg)
+    assert final_metrics(resumed) == final_metrics(whole)
+    a = json.loads((whole / "report.json").read_text())["rounds"][1]["stages"]["retriever"]
+    b = json.loads((resumed / "report.json").read_text())["rounds"][1]["stages"]["retriever"]
+    assert a["loss_last"] == b["loss_last"]
+
+
+def test_both_encoders_refresh_the_index(tmp_path: Path, tiny_encoder: Path, tiny_lm: Path) -> None:
+    from ragtune.e2e.train import train
+
+    out = train(
+        tiny_config(
+            tmp_path / "both",
+            tiny_encoder,
+            tiny_lm,
+            "rounds=2",
+            "retriever.mode=both",
+            "refresh.every=2",
+            "refresh.min_cosine=null",
+            "generator.enabled=false",
+        )
+    )
+    rounds = json.loads((out / "report.json").read_text())["rounds"]
+    r1, r2 = rounds[1]["stages"]["refresh"], rounds[2]["stages"]["refresh"]
+    # round 1: not due on the schedule and no threshold set; round 2: the schedule
+    assert r1["refreshed"] is False and r2["refreshed"] is True and r2["reason"] == "schedule"
+    assert r1["probe_mean_cosine"] < 1.0  # the encoder moved
+    assert (rounds[1]["index_version"], rounds[2]["index_version"]) == (0, 1)
+    assert json.loads((out / "index" / "index.json").read_text())["version"] == 1
+    # a drift threshold above the measured cosine forces a refresh in round 1
+    out2 = train(
+        tiny_config(
+            tmp_path / "drift",
+            tiny_encoder,
+            tiny_lm,
+            "rounds=1",
+            "retriever.mode=both",
+            "refresh.every=0",
+            "refresh.min_cosine=1.0",
+            "generator.enabled=false",
+        )
+    )
+    r = json.loads((out2 / "report.json").read_text())["rounds"][1]["stages"]["refresh"]
+    assert (r["refreshed"], r["reason"], r["index_version"]) == (True, "drift", 1)
