@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast lint format demo demo-data clean
+.PHONY: install test test-fast lint format demo demo-retrieval demo-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,11 @@ test-fast: $(STAMP)
 demo-data: $(STAMP)
 	$(PY) data/demo/generate.py --out data/demo
 
+# The main job: a small joint retriever + generator tuning run on the demo domain (a few minutes).
 demo: $(STAMP)
+	$(VENV)/bin/ragtune e2e train --config configs/e2e/demo.yaml
+
+demo-retrieval: $(STAMP)
 	$(VENV)/bin/ragtune retriever eval --config configs/retriever/demo.yaml
 
 clean:

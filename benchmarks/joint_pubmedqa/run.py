@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def main() -> None:
         if args.resume and stats.exists() and (out / "report.json").exists():
             print("reused", name, flush=True)
         else:
+            shutil.rmtree(out, ignore_errors=True)  # a fresh run, not a resumed one
             wall, rss = child([*py, *common, f"output_dir={out}", *overrides], work / f"{name}.log")
             stats.write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
         child_stats = json.loads(stats.read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,47 @@ def test_both_encoders_refresh_the_index(tmp_path: Path, tiny_encoder: Path, tin
     )
     r = json.loads((out2 / "report.json").read_text())["rounds"][1]["stages"]["refresh"]
     assert (r["refreshed"], r["reason"], r["index_version"]) == (True, "drift", 1)
+
+
+def test_report_rerender_and_compare_through_the_cli(
+    tmp_path: Path, tiny_encoder: Path, tiny_lm: Path
+) -> None:
+    from ragtune.cli import main
+    from ragtune.e2e.train import train
+
+    a = train(tiny_config(tmp_path / "a", tiny_encoder, tiny_lm, "rounds=1"))
+    b = train(tiny_config(tmp_path / "b", tiny_encoder, tiny_lm, "rounds=1", "retriever.enabled=false"))
+    (a / "report.md").unlink()
+    shutil.rmtree(a / "plots")
+    assert main(["report", str(a)]) == 0
+    assert "| round 1 |" in (a / "report.md").read_text()
+    assert (a / "plots" / "answers.png").exists()
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0
+    text = (tmp_path / "cmp" / "compare.md").read_text()
+    fa = json.loads((a / "report.json").read_text())["final"]
+    fb = json.loads((b / "report.json").read_text())["final"]
+    delta_row = next(line for line in text.splitlines() if line.startswith("| B - A |"))
+    assert f"{fb['nDCG@10'] - fa['nDCG@10']:.4f}" in delta_row
+    # the retriever did not move in b: its retrieval equals round 0 of a
+    r0 = json.loads((a / "report.json").read_text())["rounds"][0]["metrics"]
+    assert fb["nDCG@10"] == pytest.approx(r0["nDCG@10"])
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_bad_input_is_a_clear_error(tmp_path: Path, tiny_encoder: Path, tiny_lm: Path) -> None:
+    from ragtune.e2e.train import train
+
+    with pytest.raises(ValueError, match=r"data\.train and data\.eval"):
+        train(tiny_config(tmp_path / "x", tiny_encoder, tiny_lm, "data.eval=null"))
+    bad = tmp_path / "qa.jsonl"
+    bad.write_text('{"id": "z1", "question": "Where?", "answer": "here"}\n')
+    with pytest.raises(ValueError, match=r"qa.jsonl: example 'z1' names no gold passage"):
+        train(tiny_config(tmp_path / "y", tiny_encoder, tiny_lm, f"data.eval={bad}"))
+    with pytest.raises(Exception, match=r"retriever\.query_model needs mode=query"):
+        tiny_config(
+            tmp_path / "z",
+            tiny_encoder,
+            tiny_lm,
+            "retriever.mode=both",
+            f"retriever.query_model={tiny_encoder}",
+        )
