@@ -38,7 +38,13 @@ def test_readme_quickstart_commands_run(tmp_path: Path) -> None:
     ragtune = [sys.executable, "-m", "ragtune.cli"]
     import shutil
 
-    for name in ("demo-retrieval", "demo-bm25", "demo-train", "demo-index"):  # outputs of these commands
+    for name in (
+        "demo-retrieval",
+        "demo-bm25",
+        "demo-train",
+        "demo-index",
+        "demo-e2e-quick",
+    ):  # outputs of these commands
         shutil.rmtree(ROOT / "runs" / name, ignore_errors=True)
     ran = 0
     for needs_shared, lines in readme_blocks():
