@@ -98,6 +98,8 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise DataError(
                     path, number, None, f"malformed JSON: {exc.msg} (column {exc.colno})"
                 ) from None
+            except RecursionError:
+                raise DataError(path, number, None, "JSON nested too deeply") from None
             if not isinstance(obj, dict):
                 raise DataError(path, number, None, f"expected a JSON object, got {type(obj).__name__}")
             yield number, obj
