@@ -380,21 +380,24 @@ def retriever_stage(
         ids, was_added = lsr_candidates(hits[e.id], data.gold_ids(e), k, r.include_gold)
         cands.append(ids)
         added += was_added
-    # One scoring pass: K candidates, the first gold passage and no passage per question.
+    # One scoring pass: the K candidates, and for the false-negative check the first gold passage
+    # and no passage, per question.
+    check = cfg.false_negatives.enabled
     q_texts, shown, answers = [], [], []
     for e, ids in zip(questions, cands, strict=True):
-        for p in [*[data.corpus[i] for i in ids], data.gold(e)[0], None]:
+        extra = [data.gold(e)[0], None] if check else []
+        for p in [*[data.corpus[i] for i in ids], *extra]:
             q_texts.append(e.question)
             shown.append(p)
             answers.append(e.answer)
     sums, counts = generator.score(q_texts, shown, answers)
-    width = k + 2
+    width = k + 2 if check else k
     sums, counts = sums.reshape(len(cands), width), counts.reshape(len(cands), width)
     lm_sum, lm_count = sums[:, :k], counts[:, :k]
 
     # Generator-checked negatives: retrieved non-gold passages that help nearly as much as gold.
     dropped = 0
-    if cfg.false_negatives.enabled:
+    if check:
         for row, (e, ids) in enumerate(zip(questions, cands, strict=True)):
             gold = set(data.gold_ids(e))
             gains = (sums[row, :k] - sums[row, k + 1]).tolist()

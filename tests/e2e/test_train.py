@@ -204,3 +204,19 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, tiny_encoder: Path, tiny_lm:
             "retriever.mode=both",
             f"retriever.query_model={tiny_encoder}",
         )
+
+
+def test_lsr_without_the_false_negative_check(tmp_path: Path, tiny_encoder: Path, tiny_lm: Path) -> None:
+    from ragtune.e2e.train import train
+
+    on = train(tiny_config(tmp_path / "on", tiny_encoder, tiny_lm, "rounds=1", "false_negatives.ratio=0.01"))
+    off = train(
+        tiny_config(tmp_path / "off", tiny_encoder, tiny_lm, "rounds=1", "false_negatives.enabled=false")
+    )
+    stage_on = json.loads((on / "report.json").read_text())["rounds"][1]["stages"]["retriever"]
+    stage_off = json.loads((off / "report.json").read_text())["rounds"][1]["stages"]["retriever"]
+    # with the check off nothing is flagged
+    assert stage_off["false_negatives_total"] == 0
+    # the LSR update is the same whether or not the extra passages were scored
+    assert stage_on["loss_first"] == pytest.approx(stage_off["loss_first"], rel=1e-5)
+    assert stage_off["steps"] == stage_on["steps"] > 0
