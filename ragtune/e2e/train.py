@@ -56,8 +56,8 @@ from ragtune.eval.generation import evaluate_generation
 from ragtune.eval.ir import evaluate_run
 from ragtune.eval.report import write_run_report
 from ragtune.generator.collator import gold_passages, load_corpus_arg, pad_batch, raft_contexts
-from ragtune.generator.prompt import IGNORE_INDEX, PromptEncoder
-from ragtune.generator.train import answer_logprobs, answer_loss, micro_batches
+from ragtune.generator.prompt import PromptEncoder
+from ragtune.generator.train import answer_logprobs, micro_batches, optimizer_step
 from ragtune.training import linear_schedule, save_dir_atomically, start_run
 
 log = logging.getLogger(__name__)
@@ -330,19 +330,10 @@ def generator_stage(
             group = [
                 pad_batch([examples[i] for i in b], generator.pad_id) for b in batches[s : s + g.grad_accum]
             ]
-            n_answer = sum(int((p["labels"][:, 1:] != IGNORE_INDEX).sum()) for p in group)
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for batch in group:
-                loss, _ = answer_loss(model, batch, g.bf16)
-                (loss / n_answer).backward()
-                step_loss += float(loss.detach())
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
+            step_loss, step_tokens = optimizer_step(model, group, params, optimizer, scheduler, g.bf16, 1.0)
             seconds += time.perf_counter() - started
-            tokens += sum(int(p["attention_mask"].sum()) for p in group)
-            losses.append(step_loss / n_answer)
+            tokens += step_tokens
+            losses.append(step_loss)
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
     bar.close()

@@ -194,6 +194,32 @@ def answer_loss(
     return ce.sum(), int(ce.numel())
 
 
+def optimizer_step(
+    model: torch.nn.Module,
+    padded: Sequence[dict[str, torch.Tensor]],
+    params: Sequence[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    bf16: bool,
+    max_grad_norm: float,
+    logits_only_answers: bool = True,
+) -> tuple[float, int]:
+    """One optimiser step over the accumulated micro-batches ``padded`` (each from :func:`pad_batch`):
+    the loss is the mean over every answer token of all of them. Returns (that loss, tokens seen)."""
+    optimizer.zero_grad(set_to_none=True)
+    n_answer = sum(int((p["labels"][:, 1:] != IGNORE_INDEX).sum()) for p in padded)
+    total = 0.0
+    for batch in padded:
+        loss, _ = answer_loss(model, batch, bf16, logits_only_answers)
+        (loss / n_answer).backward()
+        total += float(loss.detach())
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    return total / n_answer, sum(int(p["attention_mask"].sum()) for p in padded)
+
+
 @torch.no_grad()
 def answer_logprobs(
     model: torch.nn.Module, examples: Sequence[EncodedExample], batch_size: int, pad_id: int, bf16: bool
@@ -334,20 +360,11 @@ def train(cfg: GeneratorConfig) -> Path:
         steps = [batches[s : s + t.grad_accum] for s in range(0, len(batches), t.grad_accum)]
         for group in steps[offset:]:
             started = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
             padded = [pad_batch([encoded[i] for i in b], pad_id) for b in group]
-            n_answer = sum(int((p["labels"][:, 1:] != IGNORE_INDEX).sum()) for p in padded)
-            total_loss = 0.0
-            for batch in padded:
-                loss, _ = answer_loss(model, batch, t.bf16, t.answer_logits_only)
-                (loss / n_answer).backward()
-                total_loss += float(loss.detach())
-            if t.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            step_loss, tokens = optimizer_step(
+                model, padded, params, optimizer, scheduler, t.bf16, t.max_grad_norm, t.answer_logits_only
+            )
             elapsed = time.perf_counter() - started
-            tokens = sum(int(p["attention_mask"].sum()) for p in padded)
             step_time += elapsed
             step_tokens += tokens
             state["step"] += 1
@@ -355,7 +372,7 @@ def train(cfg: GeneratorConfig) -> Path:
             record = {
                 "step": state["step"],
                 "epoch": epoch,
-                "loss": total_loss / n_answer,
+                "loss": step_loss,
                 "lr": scheduler.get_last_lr()[0],
                 "tokens_per_s": tokens / elapsed,
             }
