@@ -1,12 +1,11 @@
-"""What the retriever and generator trainers share: atomic folders, resumable-run checks, the
-learning-rate schedule, history trimming on resume, and best-checkpoint bookkeeping."""
+"""What the retriever and generator trainers share: resumable-run checks, pickle-free training
+state files, the learning-rate schedule, history trimming on resume, and best-checkpoint
+bookkeeping."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,59 @@ from ragtune.data.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
+_TENSOR = "__tensor__"
 
-def save_dir_atomically(target: Path, write: Callable[[Path], Any]) -> None:
-    """Write a folder through ``write(tmp_folder)`` and swap it in place of ``target``."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+
+def save_state(obj: Any, path: str | Path) -> None:
+    """Write nested dicts/lists/tuples of tensors and JSON values (an optimiser's or scheduler's
+    ``state_dict``, an RNG state) as one safetensors file: the tensors as its tensors, the structure
+    as JSON in its metadata (dict keys keep their int/str type). No pickle: :func:`load_state`
+    reads it back with ``safetensors`` and ``json`` only."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+
+    def encode(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            key = str(len(tensors))
+            tensors[key] = x.detach().cpu().contiguous()
+            return {_TENSOR: key}
+        if isinstance(x, dict):
+            return {"dict": [[k, encode(v)] for k, v in x.items()]}
+        if isinstance(x, tuple):
+            return {"tuple": [encode(v) for v in x]}
+        if isinstance(x, list):
+            return [encode(v) for v in x]
+        if x is None or isinstance(x, bool | int | float | str):
+            return x
+        raise TypeError(f"cannot store a {type(x).__name__} in a training state file")
+
+    structure = json.dumps(encode(obj))
+    save_file(tensors, str(path), metadata={"structure": structure})
+
+
+def load_state(path: str | Path, device: torch.device | str = "cpu") -> Any:
+    """Read a file written by :func:`save_state` (tensors onto ``device``)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device=str(device)) as fh:
+        meta = fh.metadata() or {}
+        if "structure" not in meta:
+            raise ValueError(f"{path}: not a ragtune training state file (no structure metadata)")
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not iterable)
+
+    def decode(x: Any) -> Any:
+        if isinstance(x, dict):
+            if _TENSOR in x:
+                return tensors[x[_TENSOR]]
+            if "dict" in x:
+                return {k: decode(v) for k, v in x["dict"]}
+            return tuple(decode(v) for v in x["tuple"])
+        if isinstance(x, list):
+            return [decode(v) for v in x]
+        return x
+
+    return decode(json.loads(meta["structure"]))
 
 
 def start_run(cfg: Any, out: Path) -> Path:

@@ -11,8 +11,9 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -59,6 +60,22 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def save_dir_atomically(target: Path, write: Callable[[Path], Any]) -> None:
+    """Write a folder through ``write(tmp_folder)`` and swap it in place of ``target``: a kill leaves
+    either the old folder (or, in the instant between the two renames, ``.<name>.old``) or the new
+    one, never a mix; a rerun clears the leftovers."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

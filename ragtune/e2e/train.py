@@ -46,7 +46,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ragtune.data.io import atomic_write_text, load_qa, write_jsonl
+from ragtune import distributed as dist
+from ragtune.data.io import atomic_write_text, load_qa, save_dir_atomically, write_jsonl
 from ragtune.data.schema import Passage, QAExample
 from ragtune.e2e.config import E2EConfig
 from ragtune.e2e.feedback import likely_false_negatives, lsr_loss, pdist_loss
@@ -57,8 +58,8 @@ from ragtune.eval.ir import evaluate_run
 from ragtune.eval.report import write_run_report
 from ragtune.generator.collator import gold_passages, load_corpus_arg, pad_batch, raft_contexts
 from ragtune.generator.prompt import PromptEncoder
-from ragtune.generator.train import answer_logprobs, micro_batches, optimizer_step
-from ragtune.training import linear_schedule, save_dir_atomically, start_run
+from ragtune.generator.train import answer_logprobs, micro_batches, optimizer_step, step_shard
+from ragtune.training import linear_schedule, start_run
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +137,10 @@ class Retriever:
 
         self.cfg, self.data = cfg, data
         r = cfg.retriever
-        self.query = load_encoder(str(query_path) if query_path else (r.query_model or r.model))
+        device = str(dist.device())
+        self.query = load_encoder(str(query_path) if query_path else (r.query_model or r.model), device)
         self._no_dropout(self.query)
-        self.passage = self.query if r.mode == "both" else load_encoder(r.model)
+        self.passage = self.query if r.mode == "both" else load_encoder(r.model, device)
         if r.mode == "query":
             self.passage.requires_grad_(False)
         self.vectors = np.zeros((0, 0), dtype=np.float32)
@@ -210,9 +212,12 @@ class GeneratorState:
         if start is not None:
             from peft import PeftModel
 
-            self.model = PeftModel.from_pretrained(load_base(g.model), str(start), is_trainable=True)
+            base = load_base(g.model).to(dist.device())
+            from ragtune.generator.model import require_safetensors
+
+            self.model = PeftModel.from_pretrained(base, str(require_safetensors(start)), is_trainable=True)
         else:
-            self.model = apply_peft(load_base(g.model), g.peft)
+            self.model = apply_peft(load_base(g.model).to(dist.device()), g.peft)
         self.pad_id = self.tokenizer.pad_token_id
 
     def save(self, folder: Path) -> None:
@@ -221,24 +226,41 @@ class GeneratorState:
 
     def score(self, questions: Sequence[str], passages: Sequence[Passage | None], answers: Sequence[str]):
         """``log p(answer | question, passage)`` per triple (``None``: no passage), summed over the
-        answer's tokens and end of turn: ``(sums [N], counts [N])``."""
-        encoded = [
-            self.enc.encode(q, [] if p is None else [p], a)
-            for q, p, a in zip(questions, passages, answers, strict=True)
-        ]
+        answer's tokens and end of turn: ``(sums [N], counts [N])``. With several processes each
+        scores its shard and every process gets all N."""
+        triples = list(dist.shard(list(zip(questions, passages, answers, strict=True))))
+        encoded = [self.enc.encode(q, [] if p is None else [p], a) for q, p, a in triples]
         g = self.cfg.generator
         sums, counts = [], []
         chunk = g.score_batch_size * 8
-        for s in tqdm(range(0, len(encoded), chunk), desc="generator feedback", unit="chunk", leave=False):
+        bar = tqdm(
+            range(0, len(encoded), chunk),
+            desc="generator feedback",
+            unit="chunk",
+            leave=False,
+            disable=not dist.is_main(),
+        )
+        for s in bar:
             a, b = answer_logprobs(
                 self.model, encoded[s : s + chunk], g.score_batch_size, self.pad_id, g.bf16
             )
-            sums.append(a)
-            counts.append(b)
-        return torch.cat(sums), torch.cat(counts)
+            sums += a.cpu().tolist()
+            counts += b.cpu().tolist()
+        pairs = dist.gather_objects(list(zip(sums, counts, strict=True)))
+        return torch.tensor([a for a, _ in pairs]), torch.tensor([b for _, b in pairs])
 
     def answer(self, questions: Sequence[str], passages: Sequence[Sequence[Passage]]):
-        """Generated answers and the passages each prompt kept (a bf16 copy, LoRA/IA3 merged)."""
+        """Generated answers and the passages each prompt kept (a bf16 copy, LoRA/IA3 merged); with
+        several processes each answers its shard and every process gets all of them (the speed
+        statistics are the main process's)."""
+        pairs = list(dist.shard(list(zip(questions, passages, strict=True))))
+        answers, kept, stats = self._answer([q for q, _ in pairs], [p for _, p in pairs])
+        gathered = dist.gather_objects(list(zip(answers, kept, strict=True)))
+        return [a for a, _ in gathered], [k for _, k in gathered], stats
+
+    def _answer(self, questions: Sequence[str], passages: Sequence[Sequence[Passage]]):
+        if not questions:
+            return [], [], {}
         from ragtune.generator.config import GeneratorConfig
         from ragtune.generator.generate import Generator
 
@@ -322,13 +344,14 @@ def generator_stage(
     scheduler = linear_schedule(optimizer, total, 0)
     model.train()
     losses, tokens, seconds = [], 0, 0.0
-    bar = tqdm(total=total, desc=f"round {round_} generator", unit="step")
+    bar = tqdm(total=total, desc=f"round {round_} generator", unit="step", disable=not dist.is_main())
     for epoch in range(g.epochs):
         batches = micro_batches(lengths, g.batch_size, cfg.seed + round_, epoch, True)
         for s in range(0, len(batches), g.grad_accum):
             started = time.perf_counter()
             group = [
-                pad_batch([examples[i] for i in b], generator.pad_id) for b in batches[s : s + g.grad_accum]
+                pad_batch([examples[i] for i in b], generator.pad_id)
+                for b in step_shard(batches[s : s + g.grad_accum], g.batch_size)
             ]
             step_loss, step_tokens = optimizer_step(model, group, params, optimizer, scheduler, g.bf16, 1.0)
             seconds += time.perf_counter() - started
@@ -421,38 +444,51 @@ def retriever_stage(
         return stats
 
     model = retriever.query
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=r.lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=r.lr)
     n = len(cands)
     per_epoch = math.ceil(n / r.batch_size)
     scheduler = linear_schedule(optimizer, per_epoch * r.epochs, 0)
     losses = []
-    bar = tqdm(total=per_epoch * r.epochs, desc=f"round {round_} retriever ({r.loss})", unit="step")
+    device = model.device
+    bar = tqdm(
+        total=per_epoch * r.epochs,
+        desc=f"round {round_} retriever ({r.loss})",
+        unit="step",
+        disable=not dist.is_main(),
+    )
     for epoch in range(r.epochs):
         order = list(range(n))
         random.Random(f"{cfg.seed}/{round_}/{epoch}").shuffle(order)
         for s in range(0, n, r.batch_size):
-            idx = order[s : s + r.batch_size]
+            batch = order[s : s + r.batch_size]
+            idx = list(dist.shard(batch))  # this process's questions of the batch
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=r.bf16):
-                q = encode_with_graph(model, [questions[i].question for i in idx], r.max_query_length)
+            local = 0.0
+            if idx:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=r.bf16):
+                    q = encode_with_graph(model, [questions[i].question for i in idx], r.max_query_length)
+                    if r.mode == "both":
+                        texts = [data.corpus[p].full_text() for i in idx for p in cands[i]]
+                        p = encode_with_graph(model, texts, r.max_passage_length)
+                q = torch.nn.functional.normalize(q.float(), dim=-1)  # [b, D]
                 if r.mode == "both":
-                    texts = [data.corpus[p].full_text() for i in idx for p in cands[i]]
-                    p = encode_with_graph(model, texts, r.max_passage_length)
-            q = torch.nn.functional.normalize(q.float(), dim=-1)  # [B, D]
-            if r.mode == "both":
-                p = torch.nn.functional.normalize(p.float(), dim=-1).reshape(len(idx), k, -1)  # [B, K, D]
-            else:
-                rows = [[retriever.row[p] for p in cands[i]] for i in idx]
-                p = torch.from_numpy(retriever.vectors[np.array(rows)])  # [B, K, D], fixed
-            scores = torch.einsum("bd,bkd->bk", q, p)
-            if r.loss == "pdist":
-                loss = pdist_loss(scores, lm_sum[idx], lm_count[idx], tau=r.tau, gamma=r.gamma)
-            else:
-                loss = lsr_loss(scores, lm_sum[idx], tau=r.tau, gamma=r.gamma)
-            loss.backward()
+                    p = torch.nn.functional.normalize(p.float(), dim=-1).reshape(len(idx), k, -1)  # [b, K, D]
+                else:
+                    rows = [[retriever.row[p] for p in cands[i]] for i in idx]
+                    p = torch.from_numpy(retriever.vectors[np.array(rows)]).to(device)  # [b, K, D], fixed
+                scores = torch.einsum("bd,bkd->bk", q, p)
+                if r.loss == "pdist":
+                    loss = pdist_loss(scores, lm_sum[idx], lm_count[idx], tau=r.tau, gamma=r.gamma)
+                else:
+                    loss = lsr_loss(scores, lm_sum[idx], tau=r.tau, gamma=r.gamma)
+                loss = loss * (len(idx) / len(batch))  # this shard's part of the batch mean
+                loss.backward()
+                local = float(loss.detach())
+            dist.sum_gradients(params)
             optimizer.step()
             scheduler.step()
-            losses.append(float(loss.detach()))
+            losses.append(dist.sum_value(local))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
     bar.close()
@@ -525,7 +561,8 @@ def eval_stage(
                 "outcome": kind,
             }
         )
-    write_jsonl(out / "rounds" / f"round_{round_}" / "predictions.jsonl", rows)
+    if dist.is_main():
+        write_jsonl(out / "rounds" / f"round_{round_}" / "predictions.jsonl", rows)
     metrics = {**ir, **gen, "faithfulness": float(np.mean(faith))}
     return {"metrics": metrics, "errors": errors, "generate_tokens_per_s": speed.get("tokens_per_s", 0.0)}
 
@@ -543,9 +580,14 @@ def _stage_list(cfg: E2EConfig) -> list[tuple[int, str]]:
 
 
 def train(cfg: E2EConfig) -> Path:
-    """Run the rounds as configured (resuming from ``checkpoint/``); returns ``cfg.output_dir``."""
+    """Run the rounds as configured (resuming from ``checkpoint/``); returns ``cfg.output_dir``.
+
+    Under ``torchrun`` each process scores, trains on and answers its shard of every stage's
+    questions (gradients summed over processes, see :mod:`ragtune.distributed`); retrieval, index
+    refreshes and metrics are computed by every process alike; only the main process writes."""
+    dist.setup()
     out = Path(cfg.output_dir)
-    ckpt = start_run(cfg, out)
+    ckpt = dist.from_main(lambda: start_run(cfg, out))
     data = Data(cfg)
     resuming = (ckpt / "state.json").exists()
     if resuming:
@@ -598,9 +640,13 @@ def train(cfg: E2EConfig) -> Path:
         record["index_version"] = retriever.version
         record["wall_s"] = sum(s["seconds"] for s in record["stages"].values())
         state["done"] = [round_, stage]
-        _save_checkpoint(ckpt, state, retriever, generator)
-    _finish(cfg, out, ckpt, retriever)
-    write_run_report(out)
+        if dist.is_main():
+            _save_checkpoint(ckpt, state, retriever, generator)
+        dist.barrier()
+    if dist.is_main():
+        _finish(cfg, out, ckpt, retriever)
+        write_run_report(out)
+    dist.barrier()
     return out
 
 

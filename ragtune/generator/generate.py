@@ -50,6 +50,8 @@ def _generate(
     pre-filled with the prefix (stand-in pad tokens take the prefix positions the cache covers):
     the same computation as the training forward pass.
     """
+    device = next(model.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
     peft_cfg = getattr(model, "active_peft_config", None)
     if peft_cfg is None or not peft_cfg.is_prompt_learning:
         return model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1] :]

@@ -66,7 +66,7 @@ class AnswerLikelihood:
         if isinstance(model, str):
             path = resolve_model(model)
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
         elif tokenizer is None:
             raise ValueError("a loaded model needs its tokenizer: AnswerLikelihood(model, tokenizer)")
         self.model: PreTrainedModel = model.eval()

@@ -74,6 +74,18 @@ def is_adapter(path: str | Path) -> bool:
     return (Path(path) / ADAPTER_CONFIG).exists()
 
 
+def require_safetensors(path: str | Path) -> Path:
+    """``path`` (an adapter folder) if its weights are safetensors; a pickled ``adapter_model.bin``
+    is refused, since unpickling a file can run code."""
+    path = Path(path)
+    if not (path / "adapter_model.safetensors").is_file():
+        raise ValueError(
+            f"{path}: no adapter_model.safetensors (ragtune loads adapters from safetensors only, "
+            "never a pickled adapter_model.bin; convert it with safetensors first)"
+        )
+    return path
+
+
 def load_trained(path: str | Path | None, cfg: ModelConfig) -> PreTrainedModel | torch.nn.Module:
     """A model ready for generation: ``cfg.name`` alone (``path`` None), a peft adapter folder on top
     of ``cfg.name`` (the base the adapter names when that folder exists), or a full model folder."""
@@ -89,4 +101,4 @@ def load_trained(path: str | Path | None, cfg: ModelConfig) -> PreTrainedModel |
     saved_base = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
     base = saved_base if saved_base and Path(saved_base).exists() else None
     model = load_base(cfg, base)
-    return PeftModel.from_pretrained(model, str(path))
+    return PeftModel.from_pretrained(model, str(require_safetensors(path)))

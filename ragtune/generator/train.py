@@ -36,13 +36,21 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ragtune.data.io import atomic_write_text, load_qa
+from ragtune import distributed as dist
+from ragtune.data.io import atomic_write_text, load_qa, save_dir_atomically
 from ragtune.data.schema import QAExample
 from ragtune.generator.collator import PassageSource, gold_passages, load_corpus_arg, pad_batch, raft_contexts
 from ragtune.generator.config import GeneratorConfig
 from ragtune.generator.model import apply_peft, load_base, load_tokenizer
 from ragtune.generator.prompt import IGNORE_INDEX, EncodedExample, PromptEncoder
-from ragtune.training import linear_schedule, record_validation, save_dir_atomically, start_run, trim_history
+from ragtune.training import (
+    linear_schedule,
+    load_state,
+    record_validation,
+    save_state,
+    start_run,
+    trim_history,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +145,8 @@ def micro_batches(
 # ------------------------------------------------------------------------------------------ loss
 
 
-def _autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+def _autocast(enabled: bool, device_type: str = "cpu"):
+    return torch.autocast(device_type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 def n_virtual_tokens(model: torch.nn.Module) -> int:
@@ -160,6 +168,8 @@ def token_losses(
     ``[B, T]`` mask, shifted by the soft prompt under prompt tuning), giving ``[N, V]`` logits.
     Returns ``(ce [N] float32, rows [N] int64)`` in row-major order.
     """
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
     labels = batch["labels"]
     targets_mask = labels[:, 1:] != IGNORE_INDEX  # [B, T-1]
     targets = labels[:, 1:][targets_mask]  # [N]
@@ -172,9 +182,9 @@ def token_losses(
         keep[:, :-1] = targets_mask
         n_virtual = n_virtual_tokens(model)
         if n_virtual:
-            keep = torch.cat([torch.zeros(len(keep), n_virtual, dtype=torch.bool), keep], dim=1)
+            keep = torch.cat([keep.new_zeros(len(keep), n_virtual), keep], dim=1)
         kwargs["logits_to_keep"] = keep
-    with _autocast(bf16):
+    with _autocast(bf16, labels.device.type):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs).logits
     if logits_only_answers:
         picked = logits.reshape(-1, logits.shape[-1])  # [N, V]
@@ -205,19 +215,34 @@ def optimizer_step(
     logits_only_answers: bool = True,
 ) -> tuple[float, int]:
     """One optimiser step over the accumulated micro-batches ``padded`` (each from :func:`pad_batch`):
-    the loss is the mean over every answer token of all of them. Returns (that loss, tokens seen)."""
+    the loss is the mean over every answer token of all of them. Returns (that loss, tokens seen).
+
+    With several processes, ``padded`` is this process's shard of the step (see :func:`step_shard`):
+    the answer tokens are counted over all processes and the gradients summed, so the step equals
+    the one-process step on the whole global batch."""
     optimizer.zero_grad(set_to_none=True)
-    n_answer = sum(int((p["labels"][:, 1:] != IGNORE_INDEX).sum()) for p in padded)
+    n_answer = dist.sum_value(sum(int((p["labels"][:, 1:] != IGNORE_INDEX).sum()) for p in padded))
     total = 0.0
     for batch in padded:
         loss, _ = answer_loss(model, batch, bf16, logits_only_answers)
         (loss / n_answer).backward()
         total += float(loss.detach())
+    dist.sum_gradients(params)
     if max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
     scheduler.step()
-    return total / n_answer, sum(int(p["attention_mask"].sum()) for p in padded)
+    tokens = dist.sum_value(sum(int(p["attention_mask"].sum()) for p in padded))
+    return dist.sum_value(total) / n_answer, int(tokens)
+
+
+def step_shard(group: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """This process's micro-batches of one optimiser step: its contiguous shard of the step's
+    examples (``group``: the step's micro-batches of example indices), cut into ``batch_size``."""
+    if dist.world_size() == 1:
+        return [list(b) for b in group]
+    mine = list(dist.shard([i for b in group for i in b]))
+    return [mine[s : s + batch_size] for s in range(0, len(mine), batch_size)]
 
 
 @torch.no_grad()
@@ -278,14 +303,14 @@ def save_final(model: torch.nn.Module, tokenizer, folder: Path) -> None:
 
 def _save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> None:
     def write(tmp: Path) -> None:
-        torch.save(
+        save_state(
             {
                 "trainable": trainable_state(model),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
             },
-            tmp / "state.pt",
+            tmp / "state.safetensors",
         )
         (tmp / "state.json").write_text(json.dumps(state))
 
@@ -299,8 +324,10 @@ def train(cfg: GeneratorConfig) -> Path:
     """Fine-tune the generator as configured; returns ``cfg.output_dir``."""
     if cfg.save_merged and cfg.peft.method in ("prefix", "prompt"):
         raise ValueError(f"save_merged: peft.method={cfg.peft.method} has nothing to merge into the weights")
+    dist.setup()
     out = Path(cfg.output_dir)
-    ckpt = start_run(cfg, out)
+    ckpt = dist.from_main(lambda: start_run(cfg, out))
+    main = dist.is_main()
     t = cfg.train
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -318,12 +345,12 @@ def train(cfg: GeneratorConfig) -> Path:
     if t.max_steps:
         total = min(total, t.max_steps)
 
-    model = apply_peft(load_base(cfg.model), cfg.peft)
+    model = apply_peft(load_base(cfg.model).to(dist.device()), cfg.peft)
     resuming = (ckpt / "state.json").exists()
     state = {"step": 0, "best": None, "bad_evals": 0, "stopped": False, "tokens": 0}
     if resuming:
         state = json.loads((ckpt / "state.json").read_text())
-        saved = torch.load(ckpt / "state.pt", weights_only=True)
+        saved = load_state(ckpt / "state.safetensors")
         missing = set(trainable_state(model)) - set(saved["trainable"])
         if missing:
             raise ValueError(f"{ckpt}: checkpoint lacks trainable weights such as {sorted(missing)[0]}")
@@ -341,11 +368,18 @@ def train(cfg: GeneratorConfig) -> Path:
         torch.set_rng_state(saved["torch_rng"])
 
     history = out / "history.jsonl"
-    trim_history(history, resuming, state["step"])
+    if main:
+        trim_history(history, resuming, state["step"])
     pad_id = tokenizer.pad_token_id
     eval_every = t.eval_every or steps_per_epoch
     model.train()
-    bar = tqdm(total=total, initial=state["step"], desc=f"generator ({cfg.peft.method})", unit="step")
+    bar = tqdm(
+        total=total,
+        initial=state["step"],
+        desc=f"generator ({cfg.peft.method})",
+        unit="step",
+        disable=not main,
+    )
     step_time, step_tokens = 0.0, 0
     encoded: list[EncodedExample] = []
     encoded_epoch = -1
@@ -360,7 +394,7 @@ def train(cfg: GeneratorConfig) -> Path:
         steps = [batches[s : s + t.grad_accum] for s in range(0, len(batches), t.grad_accum)]
         for group in steps[offset:]:
             started = time.perf_counter()
-            padded = [pad_batch([encoded[i] for i in b], pad_id) for b in group]
+            padded = [pad_batch([encoded[i] for i in b], pad_id) for b in step_shard(group, t.batch_size)]
             step_loss, tokens = optimizer_step(
                 model, padded, params, optimizer, scheduler, t.bf16, t.max_grad_norm, t.answer_logits_only
             )
@@ -375,11 +409,14 @@ def train(cfg: GeneratorConfig) -> Path:
                 "loss": step_loss,
                 "lr": scheduler.get_last_lr()[0],
                 "tokens_per_s": tokens / elapsed,
+                "processes": dist.world_size(),
             }
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
             if val_encoded and (state["step"] % eval_every == 0 or state["step"] == total):
-                val = validation_loss(model, val_encoded, t.eval_batch_size, pad_id, t.bf16)
+                val = dist.from_main(
+                    lambda: validation_loss(model, val_encoded, t.eval_batch_size, pad_id, t.bf16)
+                )
                 record["val_loss"] = val
                 log.info("step %d: validation loss %.4f", state["step"], val)
                 record_validation(
@@ -388,19 +425,25 @@ def train(cfg: GeneratorConfig) -> Path:
                     val,
                     False,
                     t.patience,
-                    lambda: save_final(model, tokenizer, out / "best"),
+                    lambda: main and save_final(model, tokenizer, out / "best"),
                 )
-            with history.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            if main:
+                with history.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
             if (
                 state["stopped"]
                 or state["step"] == total
                 or (t.save_every and state["step"] % t.save_every == 0)
             ):
-                _save_checkpoint(ckpt, model, optimizer, scheduler, state)
+                if main:
+                    _save_checkpoint(ckpt, model, optimizer, scheduler, state)
+                dist.barrier()
             if state["stopped"] or state["step"] >= total:
                 break
     bar.close()
+    if not main:
+        dist.barrier()  # the main process writes the outputs
+        return out
     final = out / ("model" if cfg.peft.method == "full" else "adapter")
     if (out / "best").exists():
         save_dir_atomically(final, lambda tmp: shutil.copytree(out / "best", tmp, dirs_exist_ok=True))
@@ -422,9 +465,11 @@ def train(cfg: GeneratorConfig) -> Path:
         "step_seconds_this_process": step_time,
         "tokens_per_s": step_tokens / step_time if step_time else None,
         "tokens_seen": state["tokens"],
+        "processes": dist.world_size(),
         "best": state["best"],
         "early_stopped": state["stopped"],
     }
     atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     log.info("training done: %s", summary)
+    dist.barrier()
     return out

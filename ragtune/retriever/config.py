@@ -18,6 +18,7 @@ class ModelConfig:
     passage_prefix: str = ""  # e.g. "passage: "
     max_query_length: int = 64
     max_passage_length: int = 256
+    trust_remote_code: bool = False  # run Python shipped with a model folder/hub repo: only if you trust it
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -127,6 +128,9 @@ class IndexConfig:
     pq_nbits: int = 8
     recall_queries: int = 1000  # sample of vectors used to report recall@10 against exact search
     batch_size: int = 4096  # query vectors per FAISS call
+    shard_size: int = 100_000  # passages per on-disk embedding shard (the unit of resumed encoding)
+    embedding_dtype: Literal["float16", "float32"] = "float32"  # shard precision on disk
+    embeddings_dir: str | None = None  # where the shards go (default: output_dir/embeddings)
 
     def __post_init__(self) -> None:
         for name in (
@@ -138,6 +142,7 @@ class IndexConfig:
             "pq_m",
             "pq_nbits",
             "batch_size",
+            "shard_size",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"index.{name} must be >= 1")

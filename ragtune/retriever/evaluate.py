@@ -68,9 +68,11 @@ def evaluate(cfg: RetrieverConfig) -> Path:
         m, e = cfg.model, cfg.eval
         if e.index_dir is not None:
             index = DenseIndex.load(e.index_dir)
-            model = load_encoder(index.encoder.get("model") or m.name, bf16=e.bf16)
+            model = load_encoder(
+                index.encoder.get("model") or m.name, bf16=e.bf16, trust_remote_code=m.trust_remote_code
+            )
         else:
-            model = load_encoder(m.name, bf16=e.bf16)
+            model = load_encoder(m.name, bf16=e.bf16, trust_remote_code=m.trust_remote_code)
             pvec = encode_passages(model, ptexts, cfg)
             index = DenseIndex.flat(pvec, pids)
         qvec = encode_queries(model, qtexts, cfg)

@@ -26,7 +26,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ragtune.data.io import DataError, atomic_write_text, atomic_writer
+from ragtune.data.io import DataError, atomic_write_text, atomic_writer, save_dir_atomically
 from ragtune.retriever.config import IndexConfig, RetrieverConfig
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,20 @@ def _as_vectors(vectors: Any, what: str) -> np.ndarray:
         bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
         raise ValueError(f"{what} row {bad} holds a NaN or infinite value")
     return array
+
+
+def _vector_source(vectors: Any):
+    """``(n, dim, chunks(), rows(sorted_idx))`` of an array or of an on-disk store with ``chunks()``
+    and ``rows()`` (:class:`ragtune.retriever.shards.EmbeddingShards`, read one shard at a time)."""
+    if hasattr(vectors, "chunks") and hasattr(vectors, "rows"):
+
+        def chunks():
+            for i, chunk in enumerate(vectors.chunks()):
+                yield _as_vectors(chunk, f"shard {i}")
+
+        return len(vectors), int(vectors.dim), chunks, vectors.rows
+    x = _as_vectors(vectors, "vectors")
+    return x.shape[0], x.shape[1], lambda: iter([x]), lambda idx: x[idx]
 
 
 def _check_ids(ids: Sequence[str], n: int) -> list[str]:
@@ -159,8 +173,7 @@ class DenseIndex:
         ``recall@10_vs_exact`` (see :meth:`recall_vs_exact`; 1.0 for flat, None when
         ``cfg.recall_queries`` is 0).
         """
-        x = _as_vectors(vectors, "vectors")
-        n, dim = x.shape
+        n, dim, chunks, rows = _vector_source(vectors)
         if n == 0:
             raise ValueError("cannot index an empty corpus: no vectors given")
         ids = _check_ids(ids, n)
@@ -196,10 +209,14 @@ class DenseIndex:
                 sample_size = max(sample_size, 256 * 2**cfg.pq_nbits)
             index.cp.seed = seed
             rng = np.random.default_rng((seed, 0))
-            train = x if n <= sample_size else x[np.sort(rng.choice(n, size=sample_size, replace=False))]
+            picked = (
+                np.arange(n) if n <= sample_size else np.sort(rng.choice(n, size=sample_size, replace=False))
+            )
+            train = rows(picked)
             index.train(train)
             del train
-        index.add(x)
+        for chunk in chunks():
+            index.add(chunk)
         build_s = time.perf_counter() - t0
 
         dense = cls(index, ids, batch_size=cfg.batch_size)
@@ -209,7 +226,7 @@ class DenseIndex:
         elif cfg.recall_queries == 0:
             recall = None
         else:
-            recall = dense.recall_vs_exact(x, cfg.recall_queries, seed=seed)
+            recall = dense.recall_vs_exact(vectors, cfg.recall_queries, seed=seed)
         dense.report = {
             "build_s": round(build_s, 4),
             "n_vectors": n,
@@ -225,20 +242,20 @@ class DenseIndex:
         """Recall@k of this index against exact ``IndexFlatIP`` search over the same ``vectors``
         (the ``[ntotal, dim]`` vectors it was built from), with a seeded sample of ``n_queries`` of
         them (all when ``n_queries >= ntotal``) used as queries. ``k`` is capped at ``ntotal``."""
-        x = _as_vectors(vectors, "vectors")
-        n = x.shape[0]
-        if n != self.index.ntotal or x.shape[1] != self.index.d:
+        n, dim, chunks, rows_of = _vector_source(vectors)
+        if n != self.index.ntotal or dim != self.index.d:
             raise ValueError(
-                f"vectors have shape {x.shape}, the index holds [{self.index.ntotal}, {self.index.d}]"
+                f"vectors have shape {(n, dim)}, the index holds [{self.index.ntotal}, {self.index.d}]"
             )
         if n_queries < 1:
             raise ValueError(f"n_queries must be >= 1, got {n_queries}")
         rng = np.random.default_rng((seed, 1))
         rows = np.arange(n) if n_queries >= n else np.sort(rng.choice(n, size=n_queries, replace=False))
-        queries = x[rows]
+        queries = rows_of(rows)
         k = min(k, n)
-        exact = faiss.IndexFlatIP(x.shape[1])
-        exact.add(x)
+        exact = faiss.IndexFlatIP(dim)
+        for chunk in chunks():
+            exact.add(chunk)
         exact_pos = np.concatenate(
             [
                 exact.search(queries[i : i + self.batch_size], k)[1]
@@ -353,13 +370,16 @@ class DenseIndex:
                 raise ValueError(f"version must be an integer, got {version!r}")
             self.version = version
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_writer(folder / "index.faiss", "wb") as fh:
-            writer = faiss.PyCallbackIOWriter(fh.write)
-            faiss.write_index(self.index, writer)
-            del writer  # flushes the last chunk into fh
-        atomic_write_text(folder / "ids.json", json.dumps(self.ids, ensure_ascii=False))
-        atomic_write_text(folder / "index.json", json.dumps(self.metadata(), indent=2) + "\n")
+
+        def write(tmp: Path) -> None:
+            with atomic_writer(tmp / "index.faiss", "wb") as fh:
+                writer = faiss.PyCallbackIOWriter(fh.write)
+                faiss.write_index(self.index, writer)
+                del writer  # flushes the last chunk into fh
+            atomic_write_text(tmp / "ids.json", json.dumps(self.ids, ensure_ascii=False))
+            atomic_write_text(tmp / "index.json", json.dumps(self.metadata(), indent=2) + "\n")
+
+        save_dir_atomically(folder, write)  # the three files change together or not at all
         return folder
 
     @classmethod
@@ -437,23 +457,48 @@ def _read_json(path: Path) -> Any:
 
 
 def build(cfg: RetrieverConfig) -> Path:
-    """Encode the corpus of ``cfg.data.beir_dir`` with ``cfg.model``, build a ``cfg.index`` index,
-    and save it into ``cfg.output_dir / "index"`` with the resolved config beside it
-    (``cfg.output_dir / "config.yaml"``). Logs the build report; returns the index folder."""
+    """Encode the corpus of ``cfg.data.beir_dir`` with ``cfg.model`` into on-disk shards
+    (``cfg.index.embeddings_dir``, default ``cfg.output_dir / "embeddings"``; a killed run resumes
+    there, see :mod:`ragtune.retriever.shards`), build a ``cfg.index`` index from them one shard at
+    a time, and save it atomically into ``cfg.output_dir / "index"`` with the resolved config beside
+    it (``cfg.output_dir / "config.yaml"``). Logs the build report; returns the index folder.
+    Under ``torchrun`` the processes share the encoding; the main process builds and writes."""
+    from ragtune import distributed as dist
     from ragtune.config import save_config
     from ragtune.data.io import load_corpus
     from ragtune.retriever.model import encode_passages, load_encoder
+    from ragtune.retriever.shards import encode_to_shards
 
+    dist.setup()
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
     corpus = load_corpus(Path(cfg.data.beir_dir) / "corpus.jsonl")
-    m, e = cfg.model, cfg.eval
+    m, e, ix = cfg.model, cfg.eval, cfg.index
     log.info("encoding %d passages with %s", len(corpus), m.name)
-    model = load_encoder(m.name, bf16=cfg.eval.bf16)
-    vectors = encode_passages(model, [p.full_text() for p in corpus.values()], cfg)
-    log.info("building a %s index over %d vectors of dimension %d", cfg.index.kind, *vectors.shape)
-    index = DenseIndex.build(vectors, list(corpus), cfg.index, seed=cfg.seed)
+    model = load_encoder(
+        m.name, device=str(dist.device()), bf16=cfg.eval.bf16, trust_remote_code=m.trust_remote_code
+    )
+    settings = {
+        "model": m.name,
+        "prefix": m.passage_prefix,
+        "max_length": m.max_passage_length,
+        "bf16": e.bf16,
+    }
+    store = encode_to_shards(
+        lambda texts: encode_passages(model, texts, cfg, show_progress=False),
+        [p.full_text() for p in corpus.values()],
+        Path(ix.embeddings_dir) if ix.embeddings_dir else out / "embeddings",
+        settings=settings,
+        shard_size=ix.shard_size,
+        dtype=ix.embedding_dtype,
+    )
+    if not dist.is_main():
+        dist.barrier()  # the main process builds and writes the index
+        return out / "index"
+    log.info("building a %s index over %d vectors of dimension %d", ix.kind, len(store), store.dim)
+    index = DenseIndex.build(store, list(corpus), ix, seed=cfg.seed)
     index.encoder = {
         "model": m.name,
         "query_prefix": m.query_prefix,
@@ -477,6 +522,7 @@ def build(cfg: RetrieverConfig) -> Path:
         r["params"],
         folder,
     )
+    dist.barrier()
     return folder
 
 

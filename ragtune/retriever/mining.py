@@ -122,7 +122,7 @@ def _dense_candidates(
     from ragtune.retriever.model import encode_passages, encode_queries, load_encoder
 
     m = cfg.model
-    model = load_encoder(m.name, bf16=cfg.eval.bf16)
+    model = load_encoder(m.name, bf16=cfg.eval.bf16, trust_remote_code=m.trust_remote_code)
     pvec = encode_passages(model, ptexts, cfg)  # [n_passages, dim]
     qvec = encode_queries(model, qtexts, cfg)  # [n_queries, dim]
     hits = DenseIndex.flat(pvec, pids).search(qvec, depth)

@@ -40,13 +40,21 @@ import torch
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
-from ragtune.data.io import atomic_write_text, load_beir, load_triplets
+from ragtune import distributed as dist
+from ragtune.data.io import atomic_write_text, load_beir, load_triplets, save_dir_atomically
 from ragtune.data.schema import Passage, Query, Triplet
 from ragtune.eval.ir import evaluate_run
 from ragtune.models import resolve_model
 from ragtune.retriever.config import RetrieverConfig
 from ragtune.retriever.losses import false_negative_mask, info_nce_loss
-from ragtune.training import linear_schedule, record_validation, save_dir_atomically, start_run, trim_history
+from ragtune.training import (
+    linear_schedule,
+    load_state,
+    record_validation,
+    save_state,
+    start_run,
+    trim_history,
+)
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +147,9 @@ def load_for_training(cfg: RetrieverConfig, path: str | Path | None = None) -> S
     and dropout set as configured."""
     model = SentenceTransformer(
         str(path) if path is not None else resolve_model(cfg.model.name),
-        device="cpu",
-        model_kwargs={"attn_implementation": cfg.train.attn_implementation},
+        device=str(dist.device()),
+        trust_remote_code=cfg.model.trust_remote_code,
+        model_kwargs={"attn_implementation": cfg.train.attn_implementation, "use_safetensors": True},
     )
     if cfg.train.dropout is not None:
         for module in model.modules():
@@ -150,9 +159,14 @@ def load_for_training(cfg: RetrieverConfig, path: str | Path | None = None) -> S
 
 
 def encode_with_graph(model: SentenceTransformer, texts: list[str], max_length: int) -> torch.Tensor:
-    """Embeddings ``[len(texts), dim]`` with a graph (the caller decides grad / autocast)."""
+    """Embeddings ``[len(texts), dim]`` with a graph (the caller decides grad / autocast); an empty
+    list gives a ``[0, dim]`` leaf that requires grad (a process whose shard of a batch is empty)."""
+    if not texts:
+        dim = model.get_sentence_embedding_dimension()
+        return torch.zeros(0, dim, device=model.device, requires_grad=torch.is_grad_enabled())
     model.max_seq_length = max_length
     features = model.preprocess(texts)
+    features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
     return model(features)["sentence_embedding"]
 
 
@@ -167,44 +181,55 @@ def _batch_tensors(cfg: RetrieverConfig, batch: Sequence[Example]):
     return queries, ptexts, targets, mask
 
 
-def _autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+def _autocast(enabled: bool, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[Example]) -> float:
-    """Forward and backward of one batch (plain or cached); returns the loss value."""
+    """Forward and backward of one global batch (plain or cached); returns the loss value.
+
+    With several processes (:mod:`ragtune.distributed`) each one encodes its contiguous shard of the
+    batch's queries and of its passages; the embeddings are gathered, so every process computes the
+    loss of the whole batch with every in-batch negative. The gradients this process's parameters
+    receive are its shard's part of the global gradient; the caller sums them over processes.
+    """
     queries, ptexts, targets, mask = _batch_tensors(cfg, batch)
     t, m = cfg.train, cfg.model
+    dev = model.device
+    targets, mask = targets.to(dev), mask.to(dev)
+    chunks = [(list(dist.shard(queries)), m.max_query_length, len(queries))]
+    chunks.append((list(dist.shard(ptexts)), m.max_passage_length, len(ptexts)))
     if not t.cached:
-        with _autocast(t.bf16):
-            q = encode_with_graph(model, queries, m.max_query_length)
-            p = encode_with_graph(model, ptexts, m.max_passage_length)
+        with _autocast(t.bf16, dev):
+            q, p = (dist.gather_rows(encode_with_graph(model, x, n), total) for x, n, total in chunks)
         loss = info_nce_loss(q, p, targets, t.temperature, mask, t.symmetric)
-        loss.backward()
+        # Every process computed the same global loss, and the gather's backward sums what all of
+        # them send to each shard's rows: divide by the number of processes.
+        (loss / dist.world_size()).backward()
         return float(loss.detach())
     # GradCache: 1) embeddings without a graph, 2) loss gradient w.r.t. embeddings, 3) re-encode with
     # a graph chunk by chunk and back-propagate that gradient (RNG replayed so dropout masks match).
-    chunks = [(queries, m.max_query_length), (ptexts, m.max_passage_length)]
     reps, states = [], []
-    with torch.no_grad(), _autocast(t.bf16):
-        for texts, length in chunks:
-            parts = []
+    with torch.no_grad(), _autocast(t.bf16, dev):
+        for texts, length, total in chunks:
+            parts = [torch.zeros(0, model.get_sentence_embedding_dimension(), device=dev)]
             for s in range(0, len(texts), t.mini_batch_size):
                 states.append(torch.get_rng_state())
                 parts.append(encode_with_graph(model, texts[s : s + t.mini_batch_size], length).float())
-            reps.append(torch.cat(parts))
+            reps.append(dist.gather_rows(torch.cat(parts), total))
     q, p = (r.detach().requires_grad_() for r in reps)
     loss = info_nce_loss(q, p, targets, t.temperature, mask, t.symmetric)
     loss.backward()
     grads = [q.grad, p.grad]
     k = 0
-    for (texts, length), grad in zip(chunks, grads, strict=True):
+    for (texts, length, total), grad in zip(chunks, grads, strict=True):
+        start, _ = dist.shard_bounds(total)
         for s in range(0, len(texts), t.mini_batch_size):
             torch.set_rng_state(states[k])
             k += 1
-            with _autocast(t.bf16):
+            with _autocast(t.bf16, dev):
                 emb = encode_with_graph(model, texts[s : s + t.mini_batch_size], length)
-            emb.float().backward(grad[s : s + t.mini_batch_size])
+            emb.float().backward(grad[start + s : start + s + len(emb)])
     return float(loss.detach())
 
 
@@ -246,13 +271,13 @@ class Validator:
 def _save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> None:
     def write(tmp: Path) -> None:
         model.save(str(tmp / "model"))
-        torch.save(
+        save_state(
             {
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
             },
-            tmp / "optimizer.pt",
+            tmp / "optimizer.safetensors",
         )
         (tmp / "state.json").write_text(json.dumps(state))
 
@@ -264,8 +289,10 @@ def _save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> 
 
 def train(cfg: RetrieverConfig) -> Path:
     """Train the bi-encoder as configured; returns ``cfg.output_dir`` (model in ``model/``)."""
+    dist.setup()
     out = Path(cfg.output_dir)
-    ckpt = start_run(cfg, out)
+    ckpt = dist.from_main(lambda: start_run(cfg, out))
+    main = dist.is_main()
     t = cfg.train
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -312,16 +339,18 @@ def train(cfg: RetrieverConfig) -> Path:
 
     scheduler = linear_schedule(optimizer, total, warmup)
     if resuming:
-        saved = torch.load(ckpt / "optimizer.pt", weights_only=True)
+        saved = load_state(ckpt / "optimizer.safetensors")
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
 
     history = out / "history.jsonl"
-    trim_history(history, resuming, state["step"])
+    if main:
+        trim_history(history, resuming, state["step"])
     model.train(t.dropout is None or t.dropout > 0)  # without dropout, eval mode skips mask work
     eval_every = t.eval_every or steps_per_epoch
-    bar = tqdm(total=total, initial=state["step"], desc="retriever", unit="step")
+    params = [p for p in model.parameters() if p.requires_grad]
+    bar = tqdm(total=total, initial=state["step"], desc="retriever", unit="step", disable=not main)
     step_time, step_pairs = 0.0, 0  # time in optimisation steps only (no validation, no checkpoints)
     window_pairs, window_start = 0, time.perf_counter()
     while state["step"] < total and not state["stopped"]:
@@ -332,8 +361,9 @@ def train(cfg: RetrieverConfig) -> Path:
             started = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             loss = step_loss(model, cfg, batch)
+            dist.sum_gradients(params)
             if t.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
             optimizer.step()
             scheduler.step()
             step_time += time.perf_counter() - started
@@ -347,11 +377,12 @@ def train(cfg: RetrieverConfig) -> Path:
                 "loss": loss,
                 "lr": scheduler.get_last_lr()[0],
                 "pairs_per_s": window_pairs / elapsed if elapsed > 0 else 0.0,
+                "processes": dist.world_size(),
             }
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", pairs_s=f"{record['pairs_per_s']:.1f}")
             if validator is not None and (state["step"] % eval_every == 0 or state["step"] == total):
-                metrics = validator(model)
+                metrics = dist.from_main(lambda: validator(model))
                 record["val"] = metrics
                 score = metrics["nDCG@10"]
                 log.info("step %d: validation nDCG@10 %.4f", state["step"], score)
@@ -361,19 +392,25 @@ def train(cfg: RetrieverConfig) -> Path:
                     score,
                     True,
                     t.patience,
-                    lambda: save_dir_atomically(out / "best", lambda tmp: model.save(str(tmp))),
+                    lambda: main and save_dir_atomically(out / "best", lambda tmp: model.save(str(tmp))),
                 )
-            with history.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            if main:
+                with history.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
             if (
                 state["stopped"]
                 or state["step"] == total
                 or (t.save_every and state["step"] % t.save_every == 0)
             ):
-                _save_checkpoint(ckpt, model, optimizer, scheduler, state)
+                if main:
+                    _save_checkpoint(ckpt, model, optimizer, scheduler, state)
+                dist.barrier()
             if state["stopped"] or state["step"] >= total:
                 break
     bar.close()
+    if not main:
+        dist.barrier()  # the main process writes the outputs
+        return out
     final = out / "best" if (out / "best").exists() else None
     if final is not None:
         save_dir_atomically(out / "model", lambda tmp: shutil.copytree(final, tmp, dirs_exist_ok=True))
@@ -385,9 +422,11 @@ def train(cfg: RetrieverConfig) -> Path:
         "validation_queries": len(val_t),
         "step_seconds_this_process": step_time,
         "pairs_per_s": step_pairs / step_time if step_time else None,
+        "processes": dist.world_size(),
         "best": state["best"],
         "early_stopped": state["stopped"],
     }
     atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     log.info("training done: %s", summary)
+    dist.barrier()
     return out

@@ -17,6 +17,7 @@ from ragtune.generator.collator import pad_batch
 from ragtune.generator.config import DEFAULT_NO_ANSWER, DEFAULT_SYSTEM, GeneratorConfig, PeftConfig
 from ragtune.generator.model import apply_peft, load_base, load_tokenizer, load_trained
 from ragtune.generator.prompt import IGNORE_INDEX, EncodedExample, PromptEncoder
+from ragtune.training import load_state
 from tests.conftest import DEMO, killed_after_checkpoints, tiny_llama
 
 _TINY: dict[str, Path] = {}
@@ -434,8 +435,8 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path: Path, tiny_lm: Path)
         assert a["loss"] == b["loss"] and a.get("val_loss") == b.get("val_loss")
     a, b = trained_state(full / "adapter"), trained_state(resumed / "adapter")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
-    last_a = torch.load(full / "checkpoint" / "state.pt", weights_only=True)["trainable"]
-    last_b = torch.load(part / "checkpoint" / "state.pt", weights_only=True)["trainable"]
+    last_a = load_state(full / "checkpoint" / "state.safetensors")["trainable"]
+    last_b = load_state(part / "checkpoint" / "state.safetensors")["trainable"]
     assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
     assert (
         json.loads((full / "train_summary.json").read_text())["best"]
