@@ -125,3 +125,22 @@ def record_validation(
         if patience and state["bad_evals"] >= patience:
             log.info("early stopping: %d validations without improvement", state["bad_evals"])
             state["stopped"] = True
+
+
+def finish_step(
+    history: Path, record: dict, state: dict, total: int, save_every: int, save: Callable[[], None]
+) -> bool:
+    """After one optimiser step: append ``record`` to ``history`` and, when due (stopped, last step,
+    or every ``save_every`` steps), call ``save()`` to write the checkpoint. Only the main process
+    writes; under ``torchrun`` the others wait for the checkpoint. Returns True when training ends."""
+    from ragtune import distributed as dist
+
+    main = dist.is_main()
+    if main:
+        with history.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+    if state["stopped"] or state["step"] == total or (save_every and state["step"] % save_every == 0):
+        if main:
+            save()
+        dist.barrier()
+    return state["stopped"] or state["step"] >= total

@@ -43,6 +43,21 @@ def pick(metrics: dict) -> dict:
     return {k: round(metrics[k], 4) for k in KEEP if k in metrics}
 
 
+def prepare(data: Path, test_limit: int, rounds: int, questions_per_round: int) -> list[str]:
+    """Convert PQA-L into ``data`` (corpus + QA files) and return the overrides every variant shares."""
+    corpus, train, test = pubmedqa(SHARED_DATASETS / "pubmedqa")
+    write_dataset(data, corpus, {"train": train, "test": test})
+    return [
+        f"data.corpus={data}",
+        f"data.train={data / 'qa_train.jsonl'}",
+        f"data.eval={data / 'qa_test.jsonl'}",
+        f"data.max_eval={test_limit}",
+        f"rounds={rounds}",
+        f"questions_per_round={questions_per_round}",
+        f"seed={SEED}",
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--test-limit", type=int, default=100, help="evaluate on the first N test questions")
@@ -52,19 +67,7 @@ def main() -> None:
     ap.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="overrides for every variant")
     args = ap.parse_args()
     work = HERE / "work"
-    data = work / "data"
-    corpus, train, test = pubmedqa(SHARED_DATASETS / "pubmedqa")
-    write_dataset(data, corpus, {"train": train, "test": test})
-    common = [
-        f"data.corpus={data}",
-        f"data.train={data / 'qa_train.jsonl'}",
-        f"data.eval={data / 'qa_test.jsonl'}",
-        f"data.max_eval={args.test_limit}",
-        f"rounds={args.rounds}",
-        f"questions_per_round={args.questions_per_round}",
-        f"seed={SEED}",
-        *args.extra,
-    ]
+    common = [*prepare(work / "data", args.test_limit, args.rounds, args.questions_per_round), *args.extra]
     py = [sys.executable, "-m", "ragtune.cli", "e2e", "train", "--config", str(CONFIG)]
     runs: dict[str, tuple[Path, float, float]] = {}
 

@@ -23,9 +23,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import SHARED_DATASETS, child, write_result  # noqa: E402
-from benchmarks.joint_pubmedqa.run import CONFIG, SEED, pick  # noqa: E402
-from ragtune.data.converters import pubmedqa, write_dataset  # noqa: E402
+from benchmarks.common import child, write_result  # noqa: E402
+from benchmarks.joint_pubmedqa.run import CONFIG, SEED, pick, prepare  # noqa: E402
 
 SETTINGS: dict[str, tuple[str, ...]] = {
     "top_k_5": ("top_k=5",),
@@ -45,17 +44,8 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="reuse settings finished by an earlier invocation")
     args = ap.parse_args()
     work = HERE / "work_sweep"
-    data = work / "data"
-    corpus, train, test = pubmedqa(SHARED_DATASETS / "pubmedqa")
-    write_dataset(data, corpus, {"train": train, "test": test})
     common = [
-        f"data.corpus={data}",
-        f"data.train={data / 'qa_train.jsonl'}",
-        f"data.eval={data / 'qa_test.jsonl'}",
-        f"data.max_eval={args.test_limit}",
-        f"rounds={args.rounds}",
-        f"questions_per_round={args.questions_per_round}",
-        f"seed={SEED}",
+        *prepare(work / "data", args.test_limit, args.rounds, args.questions_per_round),
         "eval.rounds=last",
     ]
     py = [sys.executable, "-m", "ragtune.cli", "e2e", "train", "--config", str(CONFIG)]

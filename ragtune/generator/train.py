@@ -44,6 +44,7 @@ from ragtune.generator.config import GeneratorConfig
 from ragtune.generator.model import apply_peft, load_base, load_tokenizer
 from ragtune.generator.prompt import IGNORE_INDEX, EncodedExample, PromptEncoder
 from ragtune.training import (
+    finish_step,
     linear_schedule,
     load_state,
     record_validation,
@@ -427,18 +428,8 @@ def train(cfg: GeneratorConfig) -> Path:
                     t.patience,
                     lambda: main and save_final(model, tokenizer, out / "best"),
                 )
-            if main:
-                with history.open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-            if (
-                state["stopped"]
-                or state["step"] == total
-                or (t.save_every and state["step"] % t.save_every == 0)
-            ):
-                if main:
-                    _save_checkpoint(ckpt, model, optimizer, scheduler, state)
-                dist.barrier()
-            if state["stopped"] or state["step"] >= total:
+            save = lambda: _save_checkpoint(ckpt, model, optimizer, scheduler, state)  # noqa: E731
+            if finish_step(history, record, state, total, t.save_every, save):
                 break
     bar.close()
     if not main:

@@ -48,6 +48,7 @@ from ragtune.models import resolve_model
 from ragtune.retriever.config import RetrieverConfig
 from ragtune.retriever.losses import false_negative_mask, info_nce_loss
 from ragtune.training import (
+    finish_step,
     linear_schedule,
     load_state,
     record_validation,
@@ -394,18 +395,8 @@ def train(cfg: RetrieverConfig) -> Path:
                     t.patience,
                     lambda: main and save_dir_atomically(out / "best", lambda tmp: model.save(str(tmp))),
                 )
-            if main:
-                with history.open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-            if (
-                state["stopped"]
-                or state["step"] == total
-                or (t.save_every and state["step"] % t.save_every == 0)
-            ):
-                if main:
-                    _save_checkpoint(ckpt, model, optimizer, scheduler, state)
-                dist.barrier()
-            if state["stopped"] or state["step"] >= total:
+            save = lambda: _save_checkpoint(ckpt, model, optimizer, scheduler, state)  # noqa: E731
+            if finish_step(history, record, state, total, t.save_every, save):
                 break
     bar.close()
     if not main:

@@ -17,12 +17,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ragtune.config import load_config, save_config
+from ragtune.config import save_config
 from ragtune.generator.config import GeneratorConfig
 from ragtune.retriever.config import RetrieverConfig
-from tests.conftest import DEMO, ROOT
+from tests.conftest import ROOT
 from tests.e2e.test_train import tiny_config, tiny_lm
 from tests.generator.test_train import make_cfg, tiny_lm_folder
+from tests.retriever.test_train import _cfg as retriever_cfg
 
 pytestmark = pytest.mark.slow
 __all__ = ["tiny_lm"]  # the module-scoped fixture of tests/e2e: a tiny Llama over the demo words
@@ -84,27 +85,10 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _retriever_cfg(out: Path, encoder: Path, *extra: str) -> RetrieverConfig:
-    return load_config(
-        None,
-        [
-            f"model.name={encoder}",
-            f"data.beir_dir={DEMO}",
-            f"output_dir={out}",
-            "data.val_fraction=0.2",
-            "data.val_corpus_size=200",
-            "train.batch_size=8",
-            "train.epochs=1",
-            "train.lr=5e-4",
-            "train.bf16=false",
-            "train.save_every=2",
-            "train.eval_every=6",
-            "train.symmetric=true",
-            "eval.batch_size=32",
-            "eval.bf16=false",
-            "train.hard_negatives=0",
-            *extra,
-        ],
-        RetrieverConfig,
+    """The retriever unit tests' tiny config, checkpointing every 2 steps, validating every 6,
+    with the symmetric term (its gather is exercised too)."""
+    return retriever_cfg(
+        out, encoder, "train.save_every=2", "train.eval_every=6", "train.symmetric=true", *extra
     )
 
 
