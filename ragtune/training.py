@@ -72,6 +72,13 @@ def load_state(path: str | Path, device: torch.device | str = "cpu") -> Any:
     return decode(json.loads(meta["structure"]))
 
 
+def bf16_autocast(enabled: bool, device_type: str = "cpu"):
+    """bf16 autocast on ``device_type`` when ``enabled`` (fp32 master weights stay as they are)."""
+    import contextlib
+
+    return torch.autocast(device_type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
 def start_run(cfg: Any, out: Path) -> Path:
     """Create ``out``, refuse a checkpoint left there by a run with another config, save the resolved
     config; returns the checkpoint folder ``out / "checkpoint"``."""

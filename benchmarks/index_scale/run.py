@@ -49,6 +49,13 @@ def mixture(n: int, centres: np.ndarray, rng: np.random.Generator, spread: float
     return out
 
 
+def vectors_and_queries(n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` corpus vectors and ``n_queries`` query vectors from the same seeded mixture."""
+    rng = np.random.default_rng(SEED)
+    centres = rng.standard_normal((20_000, DIM), dtype=np.float32) / np.sqrt(DIM)
+    return mixture(n, centres, rng), mixture(n_queries, centres, rng)
+
+
 def timed_search(search, queries: np.ndarray, k: int, repeats: int = 3) -> tuple[np.ndarray, float]:
     """Positions and queries/s: the best of ``repeats`` timed passes over all queries (after a
     warm-up), so that a busy moment of the machine does not decide a comparison."""
@@ -67,11 +74,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=10_000)
     ap.add_argument("--ef-construction", type=int, default=64)
     args = ap.parse_args()
-    rng = np.random.default_rng(SEED)
-    centres = rng.standard_normal((20_000, DIM), dtype=np.float32) / np.sqrt(DIM)
     start = time.perf_counter()
-    x = mixture(args.n, centres, rng)
-    queries = mixture(args.queries, centres, rng)
+    x, queries = vectors_and_queries(args.n, args.queries)
     gen_s = time.perf_counter() - start
     ids = [f"p{i}" for i in range(args.n)]
     print(f"{args.n} vectors in {gen_s:.1f} s; rss {peak_rss_mb():.0f} MB", flush=True)

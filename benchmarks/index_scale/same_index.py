@@ -15,14 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import peak_rss_mb, write_result  # noqa: E402
-from benchmarks.index_scale.run import DIM, SEED, K, mixture  # noqa: E402
+from benchmarks.index_scale.run import SEED, K, vectors_and_queries  # noqa: E402
 from ragtune.retriever.config import IndexConfig  # noqa: E402
 from ragtune.retriever.index import DenseIndex  # noqa: E402
 
@@ -33,10 +31,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    rng = np.random.default_rng(SEED)
-    centres = rng.standard_normal((20_000, DIM), dtype=np.float32) / np.sqrt(DIM)
-    x = mixture(args.n, centres, rng)
-    queries = mixture(args.queries, centres, rng)
+    x, queries = vectors_and_queries(args.n, args.queries)
     cfg = IndexConfig(kind="ivfpq", nlist=4096, nprobe=32, pq_m=48, pq_nbits=8, recall_queries=0)
     dense = DenseIndex.build(x, [f"p{i}" for i in range(args.n)], cfg, seed=SEED)
     index = dense.index

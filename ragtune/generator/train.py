@@ -23,7 +23,6 @@ Outputs in ``cfg.output_dir``: ``adapter/`` (a peft adapter folder with the toke
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -44,6 +43,7 @@ from ragtune.generator.config import GeneratorConfig
 from ragtune.generator.model import apply_peft, load_base, load_tokenizer
 from ragtune.generator.prompt import IGNORE_INDEX, EncodedExample, PromptEncoder
 from ragtune.training import (
+    bf16_autocast,
     finish_step,
     linear_schedule,
     load_state,
@@ -146,10 +146,6 @@ def micro_batches(
 # ------------------------------------------------------------------------------------------ loss
 
 
-def _autocast(enabled: bool, device_type: str = "cpu"):
-    return torch.autocast(device_type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-
 def n_virtual_tokens(model: torch.nn.Module) -> int:
     """Soft-prompt tokens that prompt tuning puts before the input (0 for other methods)."""
     cfg = getattr(model, "active_peft_config", None)
@@ -185,7 +181,7 @@ def token_losses(
         if n_virtual:
             keep = torch.cat([keep.new_zeros(len(keep), n_virtual), keep], dim=1)
         kwargs["logits_to_keep"] = keep
-    with _autocast(bf16, labels.device.type):
+    with bf16_autocast(bf16, labels.device.type):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs).logits
     if logits_only_answers:
         picked = logits.reshape(-1, logits.shape[-1])  # [N, V]

@@ -24,7 +24,6 @@ and ends with the same weights as an unbroken run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -48,6 +47,7 @@ from ragtune.models import resolve_model
 from ragtune.retriever.config import RetrieverConfig
 from ragtune.retriever.losses import false_negative_mask, info_nce_loss
 from ragtune.training import (
+    bf16_autocast,
     finish_step,
     linear_schedule,
     load_state,
@@ -182,10 +182,6 @@ def _batch_tensors(cfg: RetrieverConfig, batch: Sequence[Example]):
     return queries, ptexts, targets, mask
 
 
-def _autocast(enabled: bool, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-
 def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[Example]) -> float:
     """Forward and backward of one global batch (plain or cached); returns the loss value.
 
@@ -201,7 +197,7 @@ def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[
     chunks = [(list(dist.shard(queries)), m.max_query_length, len(queries))]
     chunks.append((list(dist.shard(ptexts)), m.max_passage_length, len(ptexts)))
     if not t.cached:
-        with _autocast(t.bf16, dev):
+        with bf16_autocast(t.bf16, dev.type):
             q, p = (dist.gather_rows(encode_with_graph(model, x, n), total) for x, n, total in chunks)
         loss = info_nce_loss(q, p, targets, t.temperature, mask, t.symmetric)
         # Every process computed the same global loss, and the gather's backward sums what all of
@@ -211,7 +207,7 @@ def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[
     # GradCache: 1) embeddings without a graph, 2) loss gradient w.r.t. embeddings, 3) re-encode with
     # a graph chunk by chunk and back-propagate that gradient (RNG replayed so dropout masks match).
     reps, states = [], []
-    with torch.no_grad(), _autocast(t.bf16, dev):
+    with torch.no_grad(), bf16_autocast(t.bf16, dev.type):
         for texts, length, total in chunks:
             parts = [torch.zeros(0, model.get_sentence_embedding_dimension(), device=dev)]
             for s in range(0, len(texts), t.mini_batch_size):
@@ -228,7 +224,7 @@ def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[
         for s in range(0, len(texts), t.mini_batch_size):
             torch.set_rng_state(states[k])
             k += 1
-            with _autocast(t.bf16, dev):
+            with bf16_autocast(t.bf16, dev.type):
                 emb = encode_with_graph(model, texts[s : s + t.mini_batch_size], length)
             emb.float().backward(grad[start + s : start + s + len(emb)])
     return float(loss.detach())
