@@ -45,18 +45,25 @@ def versions() -> dict[str, str]:
     return out
 
 
-def hardware() -> dict[str, Any]:
-    """CPU model, usable cores and memory of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gb": round(mem_gb, 1)}
+def hardware(precision: str = "auto") -> dict[str, Any]:
+    """CPU model and kind (torch's capability, AMX / AVX512-BF16, native bf16), cores, threads,
+    memory, GPU, and what ``precision`` resolves to here (:func:`ragtune.precision.hardware`)."""
+    from ragtune.precision import hardware as describe_hardware
+
+    return describe_hardware(precision)
+
+
+def cpu_kind() -> str:
+    """A short name for the kind of CPU the figures come from, for result file names:
+    ``amx``, ``avx512_bf16`` (native bf16 without AMX), ``avx512`` or ``avx2`` (no native bf16; as
+    torch reports its capability, so ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` gives
+    ``avx2`` on any x86 CPU), or ``gpu``."""
+    hw = hardware()
+    if hw["gpu"]:
+        return "gpu"
+    if hw["native_bf16"]:
+        return "amx" if hw["amx"] else "avx512_bf16"
+    return str(hw["cpu_capability"]).lower()
 
 
 def peak_rss_mb() -> float:
@@ -70,14 +77,17 @@ def write_result(
     seed: int,
     variants: dict[str, dict[str, Any]],
     extra: dict[str, Any] | None = None,
+    precision: str = "auto",
 ) -> Path:
-    """Write ``results/<name>.json`` atomically and return its path."""
+    """Write ``results/<name>.json`` atomically and return its path; ``hardware`` records the
+    machine and what ragtune's ``precision`` setting (``auto`` unless the script forced one)
+    resolved to on it."""
     doc: dict[str, Any] = {
         "benchmark": name,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "versions": versions(),
-        "hardware": hardware(),
+        "hardware": hardware(precision),
         "seed": seed,
         "variants": variants,
     }
@@ -88,6 +98,26 @@ def write_result(
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(tmp, path)
+    return path
+
+
+def scifact_bm25_negatives(path: Path | None = None) -> Path:
+    """SciFact training triplets whose hard negative is the top BM25 document outside the query's
+    qrels (what the peer recipe uses), mined once with ``ragtune retriever mine``; returns the path
+    (default ``benchmarks/retriever_scifact/work/bm25_top1.jsonl``)."""
+    import sys
+
+    path = path or Path(__file__).resolve().parent / "retriever_scifact" / "work" / "bm25_top1.jsonl"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        child(
+            [
+                *[sys.executable, "-m", "ragtune.cli", "retriever", "mine"],
+                *[f"data.beir_dir={SHARED_DATASETS / 'scifact'}", "mining.fn_ratio=null"],
+                *["mining.num_negatives=1", f"mining.out={path}"],
+            ],
+            path.with_suffix(".log"),
+        )
     return path
 
 

@@ -88,7 +88,24 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="TREC run file to write")
     s.add_argument("--k", type=int, default=100, help="documents per query")
     s.add_argument("--model", default=None, help="query encoder (default: the one recorded in the index)")
+    hw = sub.add_parser(
+        "hardware", help="this machine's CPU/GPU kind and what each precision setting resolves to"
+    )
+    hw.add_argument("--json", action="store_true", help="print the hardware record as JSON")
     return parser
+
+
+def _hardware(args: argparse.Namespace) -> int:
+    import json
+
+    from ragtune.precision import PRECISIONS, describe, hardware
+
+    if args.json:
+        print(json.dumps(hardware("auto"), indent=2))
+        return 0
+    for setting in PRECISIONS:
+        print(f"precision={setting:5s} -> {describe(hardware(setting))}")
+    return 0
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -271,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "generator": _generator,
         "e2e": _e2e,
         "report": _report,
+        "hardware": _hardware,
     }
     try:
         if args.group in groups:

@@ -23,6 +23,12 @@ from ragtune.data.io import atomic_write_text
 
 T = TypeVar("T")
 
+# Keys that an earlier ragtune version read, and what replaced them.
+_RENAMED = {
+    "bf16": "; every `bf16: true/false` key was replaced by the one top-level "
+    "`precision: auto | fp32 | bf16` (auto: bf16 only where the hardware runs it natively)",
+}
+
 
 class ConfigError(ValueError):
     """A config file or override that does not fit its dataclass."""
@@ -91,7 +97,8 @@ def from_dict(cls: type[T], data: Any, source: str = "<dict>", prefix: str = "")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         known = ", ".join(sorted(fields))
-        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}' (known keys here: {known})")
+        hint = _RENAMED.get(unknown[0], "")
+        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}' (known keys here: {known}){hint}")
     kwargs = {name: _coerce(data[name], hints[name], source, f"{prefix}{name}") for name in data}
     try:
         return cls(**kwargs)
@@ -185,10 +192,12 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)
 
 
-def save_config(cfg: Any, path: str | Path) -> Path:
-    """Write the resolved config as YAML to ``path`` (atomically) and return the path."""
+def save_config(cfg: Any, path: str | Path, header: str = "") -> Path:
+    """Write the resolved config as YAML to ``path`` (atomically) and return the path; ``header``
+    lines are written first as YAML comments (ignored when the file is loaded again)."""
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
-    return atomic_write_text(Path(path), text)
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    return atomic_write_text(Path(path), comments + text)
 
 
 __all__ = ["ConfigError", "from_dict", "load_config", "save_config", "to_dict"]

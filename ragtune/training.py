@@ -72,16 +72,14 @@ def load_state(path: str | Path, device: torch.device | str = "cpu") -> Any:
     return decode(json.loads(meta["structure"]))
 
 
-def bf16_autocast(enabled: bool, device_type: str = "cpu"):
-    """bf16 autocast on ``device_type`` when ``enabled`` (fp32 master weights stay as they are)."""
-    import contextlib
-
-    return torch.autocast(device_type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-
 def start_run(cfg: Any, out: Path) -> Path:
     """Create ``out``, refuse a checkpoint left there by a run with another config, save the resolved
-    config; returns the checkpoint folder ``out / "checkpoint"``."""
+    config (headed by the hardware and the precision ``cfg.precision`` resolves to here) and
+    ``hardware.json``; returns the checkpoint folder ``out / "checkpoint"``."""
+    from ragtune.precision import describe, hardware
+
+    info = hardware(cfg.precision)
+    log.info("%s", describe(info))
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
     if (ckpt / "state.json").exists() and (out / "config.yaml").exists():
@@ -92,7 +90,8 @@ def start_run(cfg: Any, out: Path) -> Path:
                 f"{out} holds a checkpoint of a run with a different config; "
                 "use another output_dir or delete the old run"
             )
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, out / "config.yaml", header=f"ragtune run: {describe(info)}")
+    atomic_write_text(out / "hardware.json", json.dumps(info, indent=2) + "\n")
     return ckpt
 
 

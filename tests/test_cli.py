@@ -139,7 +139,7 @@ def test_mine_train_index_search_eval_through_the_cli(tmp_path: Path, tiny_encod
         f"data.beir_dir={DEMO}",
         f"model.name={tiny_encoder}",
         "model.max_passage_length=128",
-        "eval.bf16=false",
+        "precision=fp32",
         "eval.batch_size=32",
     ]
     triplets = tmp_path / "neg.jsonl"
@@ -156,7 +156,7 @@ def test_mine_train_index_search_eval_through_the_cli(tmp_path: Path, tiny_encod
                 "train.hard_negatives=2",
                 "train.max_steps=3",
                 "train.batch_size=8",
-                "train.bf16=false",
+                "precision=fp32",
                 "data.val_fraction=0",
                 f"output_dir={out}",
             ]

@@ -11,7 +11,7 @@ the metric is the AUROC over the 1,000 answers, overall and on two harder slices
 
 Variants: ``length_baseline`` (score = -characters), ``lexical``, ``model`` (the shipped default of
 :func:`~ragtune.eval.faithfulness.likelihood_faithfulness`: per-token PMI with SmolLM2-135M-Instruct
-under bf16 autocast), two likelihood ablations computed from the same forward passes
+under ``--precision`` (default auto: bf16 autocast where native, else fp32)), two likelihood ablations computed from the same forward passes
 (``model_conditional``: per-token likelihood with the passage; ``model_pmi_sum``: PMI without length
 normalisation), and ``lexical+model`` (mean of the two scores). ``AUROC_first100`` is the AUROC on the
 first 100 rows, the only rows looked at when choosing among variants.
@@ -139,7 +139,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, default=None, help="first N rows only (smoke runs; no JSON)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    parser.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16"], default="auto", help="see ragtune.precision"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
 
@@ -169,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     variants["lexical"] = variant(rows, lex_right, lex_hall, lexical_s)
 
     start = time.perf_counter()
-    scorer = AnswerLikelihood(MODEL, batch_size=args.batch_size, bf16=not args.fp32, progress=True)
+    scorer = AnswerLikelihood(MODEL, batch_size=args.batch_size, precision=args.precision, progress=True)
     load_s = time.perf_counter() - start
     cache = TimedCache(scorer)
     answers = rights + halls
@@ -183,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     pairs_per_s = 2 * len(answers) / cache.cost(cond_pairs + prior_pairs)
     extra = {
         "model": MODEL,
-        "bf16": not args.fp32,
+        "precision": args.precision,
         "threads": torch.get_num_threads(),
         "pairs_per_s": round(pairs_per_s, 2),
     }
@@ -213,14 +215,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("--limit given: results not written")
         return
     command = "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/faithfulness_halueval/run.py"
-    command += " --fp32" * args.fp32 + (f" --threads {args.threads}" if args.threads else "")
+    command += f" --precision {args.precision}" + (f" --threads {args.threads}" if args.threads else "")
     extra_doc = {
         "data": "../shared/datasets/halueval/qa_one-turn_data.json" if args.data == DATA else str(args.data),
         "n_rows": n,
         "selection": f"variants were compared on the first {DEV_ROWS} rows only (AUROC_first100); "
         "the shipped default (model = per-token PMI) was fixed there before the 500-row numbers were read",
     }
-    path = write_result("faithfulness", command, 0, variants, extra=extra_doc)
+    path = write_result("faithfulness", command, 0, variants, extra=extra_doc, precision=args.precision)
     print(f"wrote {path}")
 
 

@@ -1,11 +1,13 @@
 """The peer: transformers' ``Trainer`` + peft LoRA with default settings, on ragtune's own tokenised
 examples (same prompts, same answer-only labels), as a user of those libraries would run it.
 
-    python peer.py CONFIG.yaml OUT_DIR --max-steps 30 [KEY=VALUE ...]
+    python peer.py CONFIG.yaml OUT_DIR --max-steps 30 [--precision auto] [KEY=VALUE ...]
 
 Only what must match for a fair comparison is set: the LoRA rank/alpha/targets, batch size, learning
-rate, number of steps and seed. Everything else is ``TrainingArguments``' default (fp32 on CPU, no
-length grouping, LoRA dropout as configured, full-vocabulary logits). Writes the adapter to
+rate, number of steps and seed, and the peer's best precision on the CPU at hand (``--precision
+auto``: ``bf16=True`` where bf16 is native, fp32 elsewhere, as ``ragtune.precision`` decides).
+Everything else is ``TrainingArguments``' default (no length grouping, LoRA dropout as configured,
+full-vocabulary logits). Writes the adapter to
 OUT_DIR/adapter and ``{"train_s", "tokens", "tokens_per_s", "steps"}`` to OUT_DIR/peer_stats.json.
 Run as its own process so that its peak RSS is its own.
 """
@@ -29,6 +31,7 @@ from ragtune.generator.config import GeneratorConfig  # noqa: E402
 from ragtune.generator.model import apply_peft, load_base, load_tokenizer  # noqa: E402
 from ragtune.generator.prompt import PromptEncoder  # noqa: E402
 from ragtune.generator.train import load_data  # noqa: E402
+from ragtune.precision import resolve_precision  # noqa: E402
 
 
 def main() -> None:
@@ -36,9 +39,11 @@ def main() -> None:
     ap.add_argument("config", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--max-steps", type=int, default=30)
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     cfg = load_config(args.config, args.overrides, GeneratorConfig)
+    bf16 = resolve_precision(args.precision, "cpu") == "bf16"
     tokenizer = load_tokenizer(cfg.model.name)
     enc = PromptEncoder(tokenizer, cfg.prompt, cfg.model.max_length)
     train_ex, _, source = load_data(cfg)
@@ -58,6 +63,8 @@ def main() -> None:
         save_strategy="no",
         report_to=[],
         logging_steps=5,
+        bf16=bf16,
+        use_cpu=True,
     )
     pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     counted = {"tokens": 0}
@@ -81,6 +88,7 @@ def main() -> None:
         "tokens": tokens,
         "tokens_per_s": tokens / train_s,
         "train_loss": result.training_loss,
+        "precision": "bf16" if bf16 else "fp32",
     }
     (args.out / "peer_stats.json").write_text(json.dumps(stats, indent=2))
     print(json.dumps(stats))

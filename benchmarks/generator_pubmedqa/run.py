@@ -235,7 +235,7 @@ def main() -> None:
         if "val_loss" not in variants[name]:
             model = load_trained(variants[name]["adapter"], cfg.model)
             variants[name]["val_loss"] = round(
-                validation_loss(model, val, 8, tokenizer.pad_token_id, False), 4
+                validation_loss(model, val, 8, tokenizer.pad_token_id, "fp32"), 4
             )
             keep(name)
 

@@ -1,7 +1,9 @@
 """The peer: sentence-transformers' own trainer with MultipleNegativesRankingLoss, as a user would
-run it (bf16, NO_DUPLICATES batches, linear warm-up), on the same (query, positive, negative) rows.
+run it (NO_DUPLICATES batches, linear warm-up), on the same (query, positive, negative) rows, at its
+own best precision for the CPU at hand: ``--precision auto`` gives it bf16 mixed precision where bf16
+is native (AMX / AVX512-BF16) and fp32 elsewhere, as ``ragtune.precision`` decides for ragtune.
 
-    python peer.py TRIPLETS.jsonl OUT_DIR --epochs 3 --batch-size 32
+    python peer.py TRIPLETS.jsonl OUT_DIR --epochs 3 --batch-size 32 [--precision auto]
 
 Writes the model to OUT_DIR/model and {"train_s", "pairs_per_s", "pairs", "train_loss"} to
 OUT_DIR/peer_stats.json. Run as its own process so that its peak RSS is its own.
@@ -25,6 +27,7 @@ from sentence_transformers.training_args import BatchSamplers
 
 from ragtune.data.io import read_jsonl
 from ragtune.models import resolve_model
+from ragtune.precision import resolve_precision
 
 
 def main() -> None:
@@ -36,7 +39,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--max-steps", type=int, default=-1)
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     args = ap.parse_args()
+    bf16 = resolve_precision(args.precision, "cpu") == "bf16"
     rows = {"anchor": [], "positive": [], "negative": []}
     for _, obj in read_jsonl(args.triplets):
         for pos in obj["positives"]:
@@ -57,7 +62,7 @@ def main() -> None:
         per_device_train_batch_size=args.batch_size,
         learning_rate=args.lr,
         warmup_steps=0.1,  # a float is a ratio in transformers 5 (warmup_ratio is deprecated)
-        bf16=True,
+        bf16=bf16,
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         seed=args.seed,
         save_strategy="no",
@@ -80,6 +85,7 @@ def main() -> None:
         "pairs_per_s": pairs / train_s,
         "steps": steps,
         "train_loss": result.training_loss,
+        "precision": "bf16" if bf16 else "fp32",
     }
     (args.out / "peer_stats.json").write_text(json.dumps(stats, indent=2))
     print(json.dumps(stats))

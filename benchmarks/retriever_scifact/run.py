@@ -4,7 +4,9 @@
 
 Everything runs on this machine in one run, so the ratios are comparable. Training runs are child
 processes (their peak RSS is measured with wait4); evaluation encodes the corpus with the same code
-(bf16 weights) for every model. Writes benchmarks/results/retriever_scifact.json.
+for every model, in the precision ``auto`` resolves to on this CPU (bf16 weights where bf16 is native,
+fp32 elsewhere; ``zero_shot_fp32`` is always fp32). The peer trains at its own best precision here
+(``peer.py --precision auto``). Writes benchmarks/results/retriever_scifact.json.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import SHARED_DATASETS, child, write_result  # noqa: E402
 from ragtune.data.io import load_beir  # noqa: E402
 from ragtune.eval.ir import evaluate_run  # noqa: E402
+from ragtune.precision import resolve_precision  # noqa: E402
 from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion, tokenize, weighted_fusion  # noqa: E402
 
 METRICS = ("nDCG@10", "Recall@10", "Recall@100", "MRR@10")
@@ -38,24 +41,26 @@ ENCODE_BATCH = 128  # same for fp32 and bf16 (fp32 speed is flat from 32 to 128;
 WEIGHTS = [round(0.1 * i, 1) for i in range(1, 10)]
 
 
-def dense_run(model_name: str, data, bf16: bool, train=None) -> tuple[dict, float, dict | None]:
+def dense_run(model_name: str, data, precision: str, train=None) -> tuple[dict, float, dict | None]:
     """Exact dense retrieval of the test queries (and of ``train``'s queries, for choosing the fusion).
 
     Returns (test run, corpus docs/s, train run or None)."""
     from ragtune.retriever.index import DenseIndex
     from ragtune.retriever.model import encode, load_encoder
 
-    model = load_encoder(model_name, bf16=bf16)
+    model = load_encoder(model_name, precision=precision)
     texts = [p.full_text() for p in data.corpus.values()]
     start = time.perf_counter()
-    pvec = encode(model, texts, max_length=256, batch_size=ENCODE_BATCH, bf16=bf16, show_progress=False)
+    pvec = encode(
+        model, texts, max_length=256, batch_size=ENCODE_BATCH, precision=precision, show_progress=False
+    )
     docs_per_s = len(texts) / (time.perf_counter() - start)
     index = DenseIndex.flat(pvec, list(data.corpus))
 
     def search(split) -> dict:
         queries = split.split_queries()
         texts = [q.text for q in queries.values()]
-        qvec = encode(model, texts, max_length=64, batch_size=64, bf16=bf16, show_progress=False)
+        qvec = encode(model, texts, max_length=64, batch_size=64, precision=precision, show_progress=False)
         return {q: dict(h) for q, h in zip(queries, index.search(qvec, 100), strict=True)}
 
     return search(data), docs_per_s, (search(train) if train is not None else None)
@@ -170,7 +175,7 @@ def main() -> None:
     }
     print("bm25", variants["bm25"], flush=True)
 
-    # Zero-shot dense: fp32 and bf16 weights, same code.
+    # Zero-shot dense: fp32, and the precision auto resolves to here (bf16 weights where native).
     base = "sentence-transformers/all-MiniLM-L6-v2"
     if not (
         done("zero_shot_fp32")
@@ -178,8 +183,8 @@ def main() -> None:
         and done("hybrid_zero_shot")
         and done("hybrid_zero_shot_weighted")
     ):
-        fp32_run, fp32_dps, _ = dense_run(base, test, bf16=False)
-        zs_run, bf16_dps, zs_train = dense_run(base, test, bf16=True, train=train)
+        fp32_run, fp32_dps, _ = dense_run(base, test, "fp32")
+        zs_run, bf16_dps, zs_train = dense_run(base, test, "auto", train=train)
         variants["zero_shot_fp32"] = {
             "metrics": pick(evaluate_run(fp32_run, qrels).metrics),
             "docs_per_s": round(fp32_dps, 1),
@@ -189,7 +194,7 @@ def main() -> None:
             "metrics": pick(evaluate_run(zs_run, qrels).metrics),
             "docs_per_s": round(bf16_dps, 1),
             "encoding_speedup_vs_fp32": round(bf16_dps / fp32_dps, 2),
-            "precision": "bf16 weights",
+            "precision": "bf16 weights" if resolve_precision("auto") == "bf16" else "fp32",
             "encode_batch_size": ENCODE_BATCH,
         }
         variants["hybrid_zero_shot"] = {
@@ -225,14 +230,17 @@ def main() -> None:
     peer_dir = work / "peer"
     if not (args.resume and (peer_dir / "peer_stats.json").exists()):
         wall, rss = child(
-            [py, str(HERE / "peer.py"), str(negatives), str(peer_dir), "--epochs", str(args.epochs)],
+            [
+                *[py, str(HERE / "peer.py"), str(negatives), str(peer_dir)],
+                *["--epochs", str(args.epochs), "--precision", "auto"],
+            ],
             work / "peer.log",
         )
         (peer_dir / "peer_rss.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
     if not (done("peer_sentence_transformers")):
         stats = json.loads((peer_dir / "peer_stats.json").read_text())
         rss = json.loads((peer_dir / "peer_rss.json").read_text())
-        peer_run, _, _ = dense_run(str(peer_dir / "model"), test, bf16=True)
+        peer_run, _, _ = dense_run(str(peer_dir / "model"), test, "auto")
         variants["peer_sentence_transformers"] = {
             "metrics": pick(evaluate_run(peer_run, qrels).metrics),
             "wall_s": round(rss["wall_s"], 1),
@@ -242,7 +250,8 @@ def main() -> None:
             "batch_size": 32,
             "epochs": args.epochs,
             "hard_negatives": 1,
-            "recipe": "SentenceTransformerTrainer + MultipleNegativesRankingLoss, bf16, NO_DUPLICATES, lr 2e-5",
+            "recipe": "SentenceTransformerTrainer + MultipleNegativesRankingLoss, NO_DUPLICATES, lr 2e-5",
+            "precision": stats.get("precision", "bf16"),
         }
         keep("peer_sentence_transformers")
     print("peer", variants["peer_sentence_transformers"], flush=True)
@@ -256,7 +265,7 @@ def main() -> None:
             work / f"{name}.log",
         )
         summary = json.loads((out / "train_summary.json").read_text())
-        run, _, train_run = dense_run(str(out / "model"), test, bf16=True, train=train)
+        run, _, train_run = dense_run(str(out / "model"), test, "auto", train=train)
         return {
             "run": run,
             "train_run": train_run,

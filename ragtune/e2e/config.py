@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from ragtune.generator.config import GenerateConfig, ModelConfig, PeftConfig, PromptConfig, RaftConfig
+from ragtune.precision import Precision
 
 
 @dataclass
@@ -46,7 +47,6 @@ class RetrieverStep:
     lr: float = 2e-5
     max_query_length: int = 64
     max_passage_length: int = 256
-    bf16: bool = True
 
     def __post_init__(self) -> None:
         if not self.tau > 0 or not self.gamma > 0:
@@ -76,7 +76,6 @@ class GeneratorStep:
     batch_size: int = 4
     grad_accum: int = 1
     lr: float = 2e-4
-    bf16: bool = True
     score_batch_size: int = 16  # examples per forward pass when scoring passages for the retriever
 
     def __post_init__(self) -> None:
@@ -151,6 +150,9 @@ class E2EConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output_dir: Path = Path("runs/e2e")
     seed: int = 0
+    # auto: bf16 where it is native (AMX / AVX512-BF16 CPU, bf16 GPU), else fp32 (ragtune.precision);
+    # one setting for every stage: training and scoring under autocast, encoding and generation in bf16.
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
         if self.rounds < 0:

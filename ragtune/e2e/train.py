@@ -59,6 +59,7 @@ from ragtune.eval.report import write_run_report
 from ragtune.generator.collator import gold_passages, load_corpus_arg, pad_batch, raft_contexts
 from ragtune.generator.prompt import PromptEncoder
 from ragtune.generator.train import answer_logprobs, micro_batches, optimizer_step, step_shard
+from ragtune.precision import autocast
 from ragtune.training import linear_schedule, start_run
 
 log = logging.getLogger(__name__)
@@ -160,14 +161,24 @@ class Retriever:
 
         r = self.cfg.retriever
         return encode(
-            self.passage, texts, max_length=r.max_passage_length, bf16=r.bf16, show_progress=progress
+            self.passage,
+            texts,
+            max_length=r.max_passage_length,
+            precision=self.cfg.precision,
+            show_progress=progress,
         )
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         from ragtune.retriever.model import encode
 
         r = self.cfg.retriever
-        return encode(self.query, texts, max_length=r.max_query_length, bf16=r.bf16, show_progress=False)
+        return encode(
+            self.query,
+            texts,
+            max_length=r.max_query_length,
+            precision=self.cfg.precision,
+            show_progress=False,
+        )
 
     def build_index(self, vectors: np.ndarray | None = None) -> None:
         from ragtune.retriever.index import DenseIndex
@@ -242,7 +253,7 @@ class GeneratorState:
         )
         for s in bar:
             a, b = answer_logprobs(
-                self.model, encoded[s : s + chunk], g.score_batch_size, self.pad_id, g.bf16
+                self.model, encoded[s : s + chunk], g.score_batch_size, self.pad_id, self.cfg.precision
             )
             sums += a.cpu().tolist()
             counts += b.cpu().tolist()
@@ -250,7 +261,8 @@ class GeneratorState:
         return torch.tensor([a for a, _ in pairs]), torch.tensor([b for _, b in pairs])
 
     def answer(self, questions: Sequence[str], passages: Sequence[Sequence[Passage]]):
-        """Generated answers and the passages each prompt kept (a bf16 copy, LoRA/IA3 merged); with
+        """Generated answers and the passages each prompt kept (a merged copy in the inference
+        precision: bf16 where native, see :mod:`ragtune.precision`); with
         several processes each answers its shard and every process gets all of them (the speed
         statistics are the main process's)."""
         pairs = list(dist.shard(list(zip(questions, passages, strict=True))))
@@ -268,7 +280,9 @@ class GeneratorState:
         model = copy.deepcopy(self.model)
         if g.peft.method in ("lora", "ia3"):
             model = model.merge_and_unload()
-        gcfg = GeneratorConfig(model=g.model, prompt=g.prompt, generate=g.generate)
+        gcfg = GeneratorConfig(
+            model=g.model, prompt=g.prompt, generate=g.generate, precision=self.cfg.precision
+        )
         gen = Generator(gcfg, model=model, tokenizer=self.tokenizer)
         prompts, kept = gen.build(questions, passages)
         answers = gen.answer(prompts)
@@ -353,7 +367,9 @@ def generator_stage(
                 pad_batch([examples[i] for i in b], generator.pad_id)
                 for b in step_shard(batches[s : s + g.grad_accum], g.batch_size)
             ]
-            step_loss, step_tokens = optimizer_step(model, group, params, optimizer, scheduler, g.bf16, 1.0)
+            step_loss, step_tokens = optimizer_step(
+                model, group, params, optimizer, scheduler, cfg.precision, 1.0
+            )
             seconds += time.perf_counter() - started
             tokens += step_tokens
             losses.append(step_loss)
@@ -466,7 +482,7 @@ def retriever_stage(
             optimizer.zero_grad(set_to_none=True)
             local = 0.0
             if idx:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=r.bf16):
+                with autocast(cfg.precision, device.type):
                     q = encode_with_graph(model, [questions[i].question for i in idx], r.max_query_length)
                     if r.mode == "both":
                         texts = [data.corpus[p].full_text() for i in idx for p in cands[i]]

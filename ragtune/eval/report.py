@@ -85,7 +85,9 @@ def load_run_report(run_dir: str | Path) -> dict[str, Any]:
     rounds = [state["rounds"][k] for k in sorted(state["rounds"], key=int)]
     done = [r for r in rounds if "metrics" in r]
     stages = [s for r in rounds for s in r["stages"].values()]
+    hw = run_dir / "hardware.json"
     return {
+        "hardware": json.loads(hw.read_text()) if hw.exists() else None,
         "run": str(run_dir),
         "rounds": rounds,
         "final": done[-1]["metrics"] if done else {},
@@ -144,6 +146,15 @@ def render_run_report(report: Mapping[str, Any]) -> str:
     """The Markdown of one joint-tuning run: metrics and error split per round, stage timings."""
     rounds = [r for r in report["rounds"] if "metrics" in r]
     lines = [f"# Joint RAG tuning: {report['run']}", ""]
+    hw = report.get("hardware")
+    if hw:
+        native = "yes" if hw.get("native_bf16") else "no"
+        lines += [
+            f"Precision {hw.get('precision')} ({hw.get('precision_setting')}) on {hw.get('cpu')}, "
+            f"{hw.get('cpu_capability')}, native bf16: {native}, {hw.get('threads')} threads"
+            + (f", GPU {hw['gpu']}" if hw.get("gpu") else ""),
+            "",
+        ]
     if rounds:
         columns = round_columns(rounds[-1]["metrics"])
         table = {f"round {r['round']}": r["metrics"] for r in rounds}

@@ -84,8 +84,15 @@ class PassageSource:
     both retrieval and distractor mining.
     """
 
-    def __init__(self, cfg: DataConfig, corpus: Mapping[str, Passage] | None, pool: Sequence[QAExample]):
+    def __init__(
+        self,
+        cfg: DataConfig,
+        corpus: Mapping[str, Passage] | None,
+        pool: Sequence[QAExample],
+        precision: str = "auto",
+    ):
         self.cfg = cfg
+        self.precision = precision  # of the dense encoder (ragtune.precision)
         self.corpus = dict(corpus) if corpus is not None else None
         self._bm25: BM25 | None = None
         self._dense = None
@@ -118,8 +125,13 @@ class PassageSource:
             passages = self.passages_by_id
             if not passages:
                 raise ValueError("dense passages or distractors need data.corpus or contexts in the data")
-            model = load_encoder(self.cfg.retriever, bf16=True)
-            vectors = encode(model, [p.full_text() for p in passages.values()], show_progress=False)
+            model = load_encoder(self.cfg.retriever, precision=self.precision)
+            vectors = encode(
+                model,
+                [p.full_text() for p in passages.values()],
+                precision=self.precision,
+                show_progress=False,
+            )
             self._dense = (model, DenseIndex.flat(vectors, list(passages)))
         return self._dense
 
@@ -130,7 +142,10 @@ class PassageSource:
             from ragtune.retriever.model import encode
 
             model, index = self.dense()
-            hits = index.search(encode(model, list(questions), max_length=64, show_progress=False), k)
+            qvec = encode(
+                model, list(questions), max_length=64, precision=self.precision, show_progress=False
+            )
+            hits = index.search(qvec, k)
         else:
             hits = self.bm25().search(list(questions), k)
         return [[by_id[pid] for pid, _ in h] for h in hits]

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ragtune.precision import Precision
+
 DEFAULT_GENERATOR = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_SYSTEM = (
     "You answer questions using only the numbered passages you are given. "
@@ -123,7 +125,6 @@ class TrainConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    bf16: bool = True  # bf16 autocast (fp32 master weights); AMX makes it ~2-3x faster on this CPU
     group_by_length: bool = True  # batches of similar lengths pad less
     answer_logits_only: bool = True  # project to the vocabulary only where a label is predicted
     eval_every: int = 0  # validation loss every N optimiser steps (0: once per epoch)
@@ -155,7 +156,6 @@ class GenerateConfig:
     temperature: float = 0.7
     top_p: float = 0.9
     repetition_penalty: float = 1.0
-    bf16: bool = True
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.num_beams < 1:
@@ -178,3 +178,6 @@ class GeneratorConfig:
     output_dir: Path = Path("runs/generator")
     save_merged: bool = False  # also write merged/ (LoRA / IA3 folded into the weights)
     seed: int = 0
+    # auto: bf16 where it is native (AMX / AVX512-BF16 CPU, bf16 GPU), else fp32 (ragtune.precision).
+    # Training and scoring: bf16 autocast with fp32 master weights; generation: bf16 weights.
+    precision: Precision = "auto"

@@ -3,8 +3,8 @@
 Prompts are built like the training prompts (:class:`ragtune.generator.prompt.PromptEncoder`, the
 passages trimmed lowest-ranked first so that prompt + ``max_new_tokens`` fit ``model.max_length``),
 sorted by length, left-padded into batches and decoded with ``model.generate`` (KV cache; greedy,
-beam search or sampling) until the end-of-turn token. With ``generate.bf16`` the weights are cast to
-bfloat16 for inference (AMX on this CPU).
+beam search or sampling) until the end-of-turn token. When ``precision`` resolves to bf16 (native
+bf16 hardware, :mod:`ragtune.precision`) the weights are cast to bfloat16 for inference.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ragtune.generator.collator import PassageSource, load_corpus_arg
 from ragtune.generator.config import GenerateConfig, GeneratorConfig
 from ragtune.generator.model import load_tokenizer, load_trained
 from ragtune.generator.prompt import PromptEncoder
+from ragtune.precision import inference_dtype
 
 
 def left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,8 +133,9 @@ class Generator:
         self.tokenizer = tokenizer or load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
         self.model = model if model is not None else load_trained(path, cfg.model)
         self.model.eval()
-        if cfg.generate.bf16:
-            self.model.to(torch.bfloat16)
+        dtype = inference_dtype(cfg.precision, next(self.model.parameters()).device)
+        if dtype != torch.float32:
+            self.model.to(dtype)
         self.enc = PromptEncoder(self.tokenizer, cfg.prompt, cfg.model.max_length)
         self.stats: dict[str, float] = {}
 
@@ -185,7 +187,7 @@ def generate(
     examples = load_qa(source_path, corpus)
     if limit:
         examples = examples[:limit]
-    shown = PassageSource(cfg.data, corpus, examples).shown(examples)
+    shown = PassageSource(cfg.data, corpus, examples, cfg.precision).shown(examples)
     gen = Generator(cfg, model_path)
     prompts, kept = gen.build([e.question for e in examples], shown)
     answers = gen.answer(prompts)

@@ -8,7 +8,6 @@ also what LM-supervised retrieval needs (the generator's likelihood of a gold an
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ragtune.models import resolve_model
+from ragtune.precision import autocast
 
 __all__ = ["AnswerLikelihood"]
 
@@ -42,8 +42,9 @@ class AnswerLikelihood:
             ``"SmolLM2-135M-Instruct"`` loads offline) or a loaded causal LM.
         tokenizer: the tokenizer, required with a loaded model; loaded from ``model`` otherwise.
         batch_size: sequences per forward pass. Pairs are sorted by length so a batch pads little.
-        bf16: run the forward pass under ``torch.autocast(device, dtype=torch.bfloat16)``; log
-            probabilities are still taken in float32 from the (bfloat16) logits.
+        precision: ``auto | fp32 | bf16`` (:mod:`ragtune.precision`); when it resolves to bf16 the
+            forward pass runs under bf16 autocast, and log probabilities are still taken in float32
+            from the (bfloat16) logits.
         end_of_turn: append and score the end-of-turn token.
         max_length: longest sequence; a longer prompt loses tokens from its start (the continuation is
             always kept whole). Defaults to the model's ``max_position_embeddings``.
@@ -56,7 +57,7 @@ class AnswerLikelihood:
         tokenizer: PreTrainedTokenizerBase | None = None,
         *,
         batch_size: int = 16,
-        bf16: bool = False,
+        precision: str = "auto",
         end_of_turn: bool = True,
         max_length: int | None = None,
         progress: bool = False,
@@ -72,7 +73,7 @@ class AnswerLikelihood:
         self.model: PreTrainedModel = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.bf16 = bf16
+        self.precision = precision
         self.end_of_turn = end_of_turn
         self.max_length = max_length or getattr(model.config, "max_position_embeddings", None)
         self.progress = progress
@@ -124,11 +125,6 @@ class AnswerLikelihood:
             raise ValueError("the prompt is empty: the first continuation token has nothing to condition on")
         return list(prompt_ids) + cont_ids, len(prompt_ids)
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(self.model.device.type, dtype=torch.bfloat16)
-
     @torch.inference_mode()
     def _score_batch(self, encoded: Sequence[tuple[list[int], int]]) -> list[tuple[float, int]]:
         """Score one batch: right-padded ``input_ids`` and ``attention_mask`` of shape (B, T)."""
@@ -144,7 +140,7 @@ class AnswerLikelihood:
         kwargs: dict[str, Any] = {}
         if self._keep_logits:
             kwargs["logits_to_keep"] = width - first  # logits for positions first .. width-1 only
-        with self._autocast():
+        with autocast(self.precision, self.model.device.type):
             logits = self.model(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs
             ).logits  # (B, T', V) with T' = width - first, or T without logits_to_keep

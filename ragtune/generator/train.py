@@ -7,7 +7,8 @@ does not depend on how the tokens were split into micro-batches.
 
 What makes it fast on a CPU (measured in ``benchmarks/generator_pubmedqa``):
 
-- bf16 autocast (AMX matrix units), fp32 master weights and optimiser state;
+- bf16 autocast where bf16 is native (``precision: auto``: AMX / AVX512-BF16), fp32 master weights
+  and optimiser state; fp32 elsewhere (:mod:`ragtune.precision`);
 - vocabulary logits only where a label is predicted (``logits_to_keep`` with a boolean mask): the
   135M-parameter SmolLM2 spends a fifth of its forward pass in the 49k-word output projection, and
   answers are a small share of the tokens;
@@ -42,8 +43,8 @@ from ragtune.generator.collator import PassageSource, gold_passages, load_corpus
 from ragtune.generator.config import GeneratorConfig
 from ragtune.generator.model import apply_peft, load_base, load_tokenizer
 from ragtune.generator.prompt import IGNORE_INDEX, EncodedExample, PromptEncoder
+from ragtune.precision import autocast, hardware
 from ragtune.training import (
-    bf16_autocast,
     finish_step,
     linear_schedule,
     load_state,
@@ -84,7 +85,7 @@ def load_data(cfg: GeneratorConfig) -> tuple[list[QAExample], list[QAExample], P
         train_ex, val_ex = split_validation(examples, cfg.data.val_fraction, cfg.seed)
     if not train_ex:
         raise ValueError("no training examples left after the validation split")
-    return train_ex, val_ex, PassageSource(cfg.data, corpus, train_ex)
+    return train_ex, val_ex, PassageSource(cfg.data, corpus, train_ex, cfg.precision)
 
 
 class EpochData:
@@ -155,7 +156,7 @@ def n_virtual_tokens(model: torch.nn.Module) -> int:
 
 
 def token_losses(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], bf16: bool, logits_only_answers: bool = True
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], precision: str, logits_only_answers: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of every labelled token of ``batch`` and the batch row it belongs to.
 
@@ -181,7 +182,7 @@ def token_losses(
         if n_virtual:
             keep = torch.cat([keep.new_zeros(len(keep), n_virtual), keep], dim=1)
         kwargs["logits_to_keep"] = keep
-    with bf16_autocast(bf16, labels.device.type):
+    with autocast(precision, labels.device.type):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs).logits
     if logits_only_answers:
         picked = logits.reshape(-1, logits.shape[-1])  # [N, V]
@@ -193,11 +194,11 @@ def token_losses(
 
 
 def answer_loss(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], bf16: bool, logits_only_answers: bool = True
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], precision: str, logits_only_answers: bool = True
 ) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy of the labelled tokens of ``batch`` and their number (see
     :func:`token_losses`)."""
-    ce, _ = token_losses(model, batch, bf16, logits_only_answers)
+    ce, _ = token_losses(model, batch, precision, logits_only_answers)
     return ce.sum(), int(ce.numel())
 
 
@@ -207,7 +208,7 @@ def optimizer_step(
     params: Sequence[torch.nn.Parameter],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    bf16: bool,
+    precision: str,
     max_grad_norm: float,
     logits_only_answers: bool = True,
 ) -> tuple[float, int]:
@@ -221,7 +222,7 @@ def optimizer_step(
     n_answer = dist.sum_value(sum(int((p["labels"][:, 1:] != IGNORE_INDEX).sum()) for p in padded))
     total = 0.0
     for batch in padded:
-        loss, _ = answer_loss(model, batch, bf16, logits_only_answers)
+        loss, _ = answer_loss(model, batch, precision, logits_only_answers)
         (loss / n_answer).backward()
         total += float(loss.detach())
     dist.sum_gradients(params)
@@ -244,7 +245,7 @@ def step_shard(group: Sequence[Sequence[int]], batch_size: int) -> list[list[int
 
 @torch.no_grad()
 def answer_logprobs(
-    model: torch.nn.Module, examples: Sequence[EncodedExample], batch_size: int, pad_id: int, bf16: bool
+    model: torch.nn.Module, examples: Sequence[EncodedExample], batch_size: int, pad_id: int, precision: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each example's log-probability of its labelled tokens (answer + end of turn) under ``model``:
     ``(sums [N] float32, counts [N] int64)``. Batches are sorted by length, so they pad little."""
@@ -255,7 +256,7 @@ def answer_logprobs(
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        ce, rows = token_losses(model, pad_batch([examples[i] for i in idx], pad_id), bf16)
+        ce, rows = token_losses(model, pad_batch([examples[i] for i in idx], pad_id), precision)
         index = torch.tensor(idx)[rows]
         sums.index_add_(0, index, -ce.float())
         counts.index_add_(0, index, torch.ones_like(index))
@@ -265,7 +266,7 @@ def answer_logprobs(
 
 @torch.no_grad()
 def validation_loss(
-    model: torch.nn.Module, examples: Sequence[EncodedExample], batch_size: int, pad_id: int, bf16: bool
+    model: torch.nn.Module, examples: Sequence[EncodedExample], batch_size: int, pad_id: int, precision: str
 ) -> float:
     """Mean cross-entropy per answer token over ``examples`` (batches sorted by length)."""
     was_training = model.training
@@ -274,7 +275,7 @@ def validation_loss(
     total, count = 0.0, 0
     for s in range(0, len(order), batch_size):
         batch = pad_batch([examples[i] for i in order[s : s + batch_size]], pad_id)
-        loss, n = answer_loss(model, batch, bf16)
+        loss, n = answer_loss(model, batch, precision)
         total += float(loss)
         count += n
     model.train(was_training)
@@ -393,7 +394,14 @@ def train(cfg: GeneratorConfig) -> Path:
             started = time.perf_counter()
             padded = [pad_batch([encoded[i] for i in b], pad_id) for b in step_shard(group, t.batch_size)]
             step_loss, tokens = optimizer_step(
-                model, padded, params, optimizer, scheduler, t.bf16, t.max_grad_norm, t.answer_logits_only
+                model,
+                padded,
+                params,
+                optimizer,
+                scheduler,
+                cfg.precision,
+                t.max_grad_norm,
+                t.answer_logits_only,
             )
             elapsed = time.perf_counter() - started
             step_time += elapsed
@@ -412,7 +420,7 @@ def train(cfg: GeneratorConfig) -> Path:
             bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
             if val_encoded and (state["step"] % eval_every == 0 or state["step"] == total):
                 val = dist.from_main(
-                    lambda: validation_loss(model, val_encoded, t.eval_batch_size, pad_id, t.bf16)
+                    lambda: validation_loss(model, val_encoded, t.eval_batch_size, pad_id, cfg.precision)
                 )
                 record["val_loss"] = val
                 log.info("step %d: validation loss %.4f", state["step"], val)
@@ -455,6 +463,7 @@ def train(cfg: GeneratorConfig) -> Path:
         "processes": dist.world_size(),
         "best": state["best"],
         "early_stopped": state["stopped"],
+        "hardware": hardware(cfg.precision),
     }
     atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     log.info("training done: %s", summary)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ragtune.precision import Precision
+
 DEFAULT_RETRIEVER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -63,7 +65,6 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     temperature: float = 0.05  # logits = cos / temperature (0.05 = sentence-transformers' scale 20)
     symmetric: bool = False  # add the passage -> query InfoNCE term
-    bf16: bool = True  # bf16 autocast (AMX on CPU); weights and optimiser stay fp32
     dropout: float | None = 0.0  # None keeps the model's; 0 removes dropout mask generation
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     group_by_length: bool = False  # similar-length batches: ~1% faster, -0.018 nDCG@10 on SciFact
@@ -166,7 +167,6 @@ class EvalConfig:
         None  # score this saved index (ragtune index build) instead of encoding the corpus
     )
     batch_size: int = 128
-    bf16: bool = True  # bf16 autocast while encoding (AMX CPUs and GPUs)
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -193,3 +193,6 @@ class RetrieverConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output_dir: Path = Path("runs/retriever")
     seed: int = 0
+    # auto: bf16 where it is native (AMX / AVX512-BF16 CPU, bf16 GPU), else fp32 (ragtune.precision).
+    # Training: bf16 autocast with fp32 master weights; encoding (eval, mining, index): bf16 weights.
+    precision: Precision = "auto"

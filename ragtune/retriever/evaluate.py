@@ -11,6 +11,7 @@ from ragtune.config import save_config
 from ragtune.data.io import atomic_write_text, load_beir, write_run
 from ragtune.eval.ir import evaluate_run
 from ragtune.eval.report import markdown_table, write_metrics
+from ragtune.precision import describe, hardware
 from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion, weighted_fusion
 from ragtune.retriever.config import RetrieverConfig
 
@@ -43,7 +44,8 @@ def evaluate(cfg: RetrieverConfig) -> Path:
     ``cfg.output_dir``. Returns the output folder."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    info = hardware(cfg.precision)
+    save_config(cfg, out / "config.yaml", header=f"ragtune retriever eval: {describe(info)}")
     data = load_beir(cfg.data.beir_dir, cfg.data.split)
     queries = data.split_queries()
     qids, qtexts = list(queries), [q.text for q in queries.values()]
@@ -69,10 +71,12 @@ def evaluate(cfg: RetrieverConfig) -> Path:
         if e.index_dir is not None:
             index = DenseIndex.load(e.index_dir)
             model = load_encoder(
-                index.encoder.get("model") or m.name, bf16=e.bf16, trust_remote_code=m.trust_remote_code
+                index.encoder.get("model") or m.name,
+                precision=cfg.precision,
+                trust_remote_code=m.trust_remote_code,
             )
         else:
-            model = load_encoder(m.name, bf16=e.bf16, trust_remote_code=m.trust_remote_code)
+            model = load_encoder(m.name, precision=cfg.precision, trust_remote_code=m.trust_remote_code)
             pvec = encode_passages(model, ptexts, cfg)
             index = DenseIndex.flat(pvec, pids)
         qvec = encode_queries(model, qtexts, cfg)
@@ -93,7 +97,8 @@ def evaluate(cfg: RetrieverConfig) -> Path:
     columns = [c for c in TABLE_COLUMNS if any(c in s for s in summary.values())]
     table = markdown_table(summary, columns, label="method")
     atomic_write_text(
-        out / "summary.json", json.dumps({"metrics": summary, "seconds": timings}, indent=2) + "\n"
+        out / "summary.json",
+        json.dumps({"metrics": summary, "seconds": timings, "hardware": info}, indent=2) + "\n",
     )
     header = f"Retrieval on {cfg.data.beir_dir} ({cfg.data.split}, {len(qids)} queries, {len(pids)} passages)"
     atomic_write_text(out / "report.md", f"# {header}\n\n{table}\n")

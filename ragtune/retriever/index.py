@@ -466,6 +466,7 @@ def build(cfg: RetrieverConfig) -> Path:
     from ragtune import distributed as dist
     from ragtune.config import save_config
     from ragtune.data.io import load_corpus
+    from ragtune.precision import describe, hardware, resolve_precision
     from ragtune.retriever.model import encode_passages, load_encoder
     from ragtune.retriever.shards import encode_to_shards
 
@@ -473,18 +474,21 @@ def build(cfg: RetrieverConfig) -> Path:
     out = Path(cfg.output_dir)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+        save_config(
+            cfg, out / "config.yaml", header=f"ragtune index build: {describe(hardware(cfg.precision))}"
+        )
     corpus = load_corpus(Path(cfg.data.beir_dir) / "corpus.jsonl")
-    m, e, ix = cfg.model, cfg.eval, cfg.index
+    m, ix = cfg.model, cfg.index
     log.info("encoding %d passages with %s", len(corpus), m.name)
     model = load_encoder(
-        m.name, device=str(dist.device()), bf16=cfg.eval.bf16, trust_remote_code=m.trust_remote_code
+        m.name, device=str(dist.device()), precision=cfg.precision, trust_remote_code=m.trust_remote_code
     )
+    precision = resolve_precision(cfg.precision, dist.device())
     settings = {
         "model": m.name,
         "prefix": m.passage_prefix,
         "max_length": m.max_passage_length,
-        "bf16": e.bf16,
+        "precision": precision,
     }
     store = encode_to_shards(
         lambda texts: encode_passages(model, texts, cfg, show_progress=False),
@@ -505,7 +509,8 @@ def build(cfg: RetrieverConfig) -> Path:
         "passage_prefix": m.passage_prefix,
         "max_query_length": m.max_query_length,
         "max_passage_length": m.max_passage_length,
-        "bf16": e.bf16,
+        "precision": precision,
+        "hardware": hardware(cfg.precision),
     }
     folder = index.save(out / "index")
     r = index.report
@@ -552,13 +557,12 @@ def search(
     prefix = query_prefix if query_prefix is not None else enc.get("query_prefix", "")
     max_length = max_query_length if max_query_length is not None else enc.get("max_query_length", 64)
     queries = load_queries(queries_path)
-    model = load_encoder(name, bf16=bool(enc.get("bf16", True)))
+    # Queries in the precision the passages were encoded in, unless that is bf16 and bf16 is not
+    # native here (then auto: fp32, rather than 10-80x slower emulated bf16).
+    precision = "fp32" if enc.get("precision") == "fp32" else "auto"
+    model = load_encoder(name, precision=precision)
     vectors = encode(
-        model,
-        [q.text for q in queries.values()],
-        prefix=prefix,
-        max_length=max_length,
-        bf16=bool(enc.get("bf16", True)),
+        model, [q.text for q in queries.values()], prefix=prefix, max_length=max_length, precision=precision
     )
     if vectors.shape[1] != index.dim:
         raise ValueError(

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ragtune.config import save_config, to_dict
 from ragtune.data.io import DataError, atomic_write_text, load_beir, triplet_to_dict, write_jsonl
 from ragtune.data.schema import Negative, Triplet
+from ragtune.precision import hardware
 from ragtune.retriever.bm25 import BM25
 from ragtune.retriever.config import MiningConfig, RetrieverConfig
 
@@ -122,7 +123,7 @@ def _dense_candidates(
     from ragtune.retriever.model import encode_passages, encode_queries, load_encoder
 
     m = cfg.model
-    model = load_encoder(m.name, bf16=cfg.eval.bf16, trust_remote_code=m.trust_remote_code)
+    model = load_encoder(m.name, precision=cfg.precision, trust_remote_code=m.trust_remote_code)
     pvec = encode_passages(model, ptexts, cfg)  # [n_passages, dim]
     qvec = encode_queries(model, qtexts, cfg)  # [n_queries, dim]
     hits = DenseIndex.flat(pvec, pids).search(qvec, depth)
@@ -221,6 +222,7 @@ def mine(cfg: RetrieverConfig) -> Path:
         "seed": cfg.seed,
         "seconds": round(seconds, 3),
         "mining": to_dict(mc),
+        "hardware": hardware(cfg.precision) if mc.method == "dense" else None,
     }
     atomic_write_text(stats_path(out), json.dumps(stats, indent=2) + "\n")
     save_config(cfg, out.parent / "mine_config.yaml")

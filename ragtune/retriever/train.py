@@ -5,7 +5,8 @@ passages with their own length limits, and minimises InfoNCE over in-batch plus 
 known positives masked (:mod:`ragtune.retriever.losses`). What makes it fast on a CPU (each lever
 measured in ``benchmarks/retriever_scifact``):
 
-- bf16 autocast (AMX matrix units), fp32 master weights and optimiser;
+- bf16 autocast where bf16 is native (``precision: auto``: AMX / AVX512-BF16), fp32 master weights
+  and optimiser; fp32 elsewhere (:mod:`ragtune.precision`);
 - no dropout by default: the peer spends about a quarter of a step generating dropout masks;
 - SDPA attention instead of eager softmax(QK^T)V;
 - length-grouped batches, so a batch pads to similar lengths; queries padded separately at 64 tokens.
@@ -44,10 +45,10 @@ from ragtune.data.io import atomic_write_text, load_beir, load_triplets, save_di
 from ragtune.data.schema import Passage, Query, Triplet
 from ragtune.eval.ir import evaluate_run
 from ragtune.models import resolve_model
+from ragtune.precision import autocast, hardware
 from ragtune.retriever.config import RetrieverConfig
 from ragtune.retriever.losses import false_negative_mask, info_nce_loss
 from ragtune.training import (
-    bf16_autocast,
     finish_step,
     linear_schedule,
     load_state,
@@ -197,7 +198,7 @@ def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[
     chunks = [(list(dist.shard(queries)), m.max_query_length, len(queries))]
     chunks.append((list(dist.shard(ptexts)), m.max_passage_length, len(ptexts)))
     if not t.cached:
-        with bf16_autocast(t.bf16, dev.type):
+        with autocast(cfg.precision, dev.type):
             q, p = (dist.gather_rows(encode_with_graph(model, x, n), total) for x, n, total in chunks)
         loss = info_nce_loss(q, p, targets, t.temperature, mask, t.symmetric)
         # Every process computed the same global loss, and the gather's backward sums what all of
@@ -207,7 +208,7 @@ def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[
     # GradCache: 1) embeddings without a graph, 2) loss gradient w.r.t. embeddings, 3) re-encode with
     # a graph chunk by chunk and back-propagate that gradient (RNG replayed so dropout masks match).
     reps, states = [], []
-    with torch.no_grad(), bf16_autocast(t.bf16, dev.type):
+    with torch.no_grad(), autocast(cfg.precision, dev.type):
         for texts, length, total in chunks:
             parts = [torch.zeros(0, model.get_sentence_embedding_dimension(), device=dev)]
             for s in range(0, len(texts), t.mini_batch_size):
@@ -224,7 +225,7 @@ def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[
         for s in range(0, len(texts), t.mini_batch_size):
             torch.set_rng_state(states[k])
             k += 1
-            with bf16_autocast(t.bf16, dev.type):
+            with autocast(cfg.precision, dev.type):
                 emb = encode_with_graph(model, texts[s : s + t.mini_batch_size], length)
             emb.float().backward(grad[start + s : start + s + len(emb)])
     return float(loss.detach())
@@ -412,6 +413,7 @@ def train(cfg: RetrieverConfig) -> Path:
         "processes": dist.world_size(),
         "best": state["best"],
         "early_stopped": state["stopped"],
+        "hardware": hardware(cfg.precision),
     }
     atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     log.info("training done: %s", summary)

@@ -217,7 +217,7 @@ def test_generator_feedback_with_answer_likelihood_on_tiny_llama() -> None:
     model, tokenizer = tiny_llama(
         "Passages : Question [ 1 ] who wrote the book ford trapero wrote it sky blue"
     )
-    scorer = AnswerLikelihood(model.eval(), tokenizer, batch_size=4)
+    scorer = AnswerLikelihood(model.eval(), tokenizer, batch_size=4, precision="fp32")
     questions = ["who wrote the book", "who wrote it"]
     passages = [["ford wrote the book", "sky blue"], ["trapero wrote it", "the sky"]]
     answers = ["ford", "trapero wrote it"]

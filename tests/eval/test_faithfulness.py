@@ -191,7 +191,7 @@ def test_answer_likelihood_scores_only_continuation_with_exact_chat_boundary() -
     from ragtune.generator.likelihood import AnswerLikelihood
 
     torch, model, tokenizer = _tiny_lm()
-    scorer = AnswerLikelihood(model, tokenizer, batch_size=1)
+    scorer = AnswerLikelihood(model, tokenizer, batch_size=1, precision="fp32")
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert scorer.end_ids == [end]
 
@@ -220,12 +220,12 @@ def test_answer_likelihood_batched_equals_unbatched_and_bf16_is_close() -> None:
     from ragtune.generator.likelihood import AnswerLikelihood
 
     _, model, tokenizer = _tiny_lm()
-    one = AnswerLikelihood(model, tokenizer, batch_size=1)(PAIRS)
-    batched = AnswerLikelihood(model, tokenizer, batch_size=3)(PAIRS)
+    one = AnswerLikelihood(model, tokenizer, batch_size=1, precision="fp32")(PAIRS)
+    batched = AnswerLikelihood(model, tokenizer, batch_size=3, precision="fp32")(PAIRS)
     assert [n for _, n in batched] == [n for _, n in one]
     for (a, _), (b, _) in zip(one, batched):
         assert a == pytest.approx(b, abs=1e-4)
-    bf16 = AnswerLikelihood(model, tokenizer, batch_size=3, bf16=True)(PAIRS)
+    bf16 = AnswerLikelihood(model, tokenizer, batch_size=3, precision="bf16")(PAIRS)
     for (a, _), (b, _) in zip(one, bf16):
         assert a == pytest.approx(b, abs=0.1)
 
@@ -234,7 +234,7 @@ def test_answer_likelihood_without_chat_template_and_without_end_of_turn() -> No
     from ragtune.generator.likelihood import AnswerLikelihood
 
     torch, model, tokenizer = _tiny_lm(chat_template=None)
-    scorer = AnswerLikelihood(model, tokenizer, end_of_turn=False)
+    scorer = AnswerLikelihood(model, tokenizer, end_of_turn=False, precision="fp32")
     ids, n_prompt = scorer.encode("who was born first", "pablo trapero")
     assert ids == tokenizer("who was born first pablo trapero")["input_ids"]
     assert n_prompt == 4
@@ -249,7 +249,7 @@ def test_answer_likelihood_truncates_long_prompts_from_the_left() -> None:
     from ragtune.generator.likelihood import AnswerLikelihood
 
     _, model, tokenizer = _tiny_lm()
-    scorer = AnswerLikelihood(model, tokenizer, max_length=8)
+    scorer = AnswerLikelihood(model, tokenizer, max_length=8, precision="fp32")
     ids, n_prompt = scorer.encode("who was born first pablo trapero or aleksander ford", "ford")
     assert len(ids) == 8 and n_prompt == 6
     assert ids[n_prompt:] == tokenizer.convert_tokens_to_ids(["ford", "<|im_end|>"])

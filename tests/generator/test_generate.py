@@ -230,7 +230,7 @@ def test_cli_train_then_generate(tmp_path: Path, tiny_lm: Path, monkeypatch, cap
     config = str(ROOT / "configs/generator/demo.yaml")
     small = [
         f"model.name={tiny_lm}", "model.max_length=256", "data.max_examples=16", "train.max_steps=2",
-        "train.bf16=false", "generate.bf16=false", "generate.max_new_tokens=4", f"output_dir={tmp_path / 'run'}",
+        "precision=fp32", "generate.max_new_tokens=4", f"output_dir={tmp_path / 'run'}",
     ]  # fmt: skip
     assert main(["generator", "train", "--config", config, *small]) == 0
     adapter = tmp_path / "run" / "adapter"
@@ -281,11 +281,11 @@ def test_dense_passages_and_distractors_come_from_the_retriever(tmp_path: Path, 
     corpus = load_corpus(DEMO / "corpus.jsonl")
     examples = load_qa(DEMO / "qa_test.jsonl", corpus)[:6]
     cfg = DataConfig(passages="dense", top_k=3, retriever=str(tiny_encoder))
-    source = PassageSource(cfg, corpus, examples)
+    source = PassageSource(cfg, corpus, examples, precision="fp32")
     shown = source.shown(examples)
-    model = load_encoder(str(tiny_encoder), bf16=True)
-    pvec = encode(model, [p.full_text() for p in corpus.values()], show_progress=False)
-    qvec = encode(model, [e.question for e in examples], max_length=64, show_progress=False)
+    model = load_encoder(str(tiny_encoder), precision="fp32")
+    pvec = encode(model, [p.full_text() for p in corpus.values()], precision="fp32", show_progress=False)
+    qvec = encode(model, [e.question for e in examples], max_length=64, precision="fp32", show_progress=False)
     top = np.argsort(-(qvec @ pvec.T), axis=1, kind="stable")[:, :3]
     ids = list(corpus)
     assert [[p.id for p in s] for s in shown] == [[ids[i] for i in row] for row in top]

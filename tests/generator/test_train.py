@@ -70,9 +70,8 @@ def make_cfg(out: Path, model: Path, *extra: str) -> GeneratorConfig:
             f"data.corpus={DEMO}",
             "data.max_examples=40",
             "train.batch_size=4",
-            "train.bf16=false",
+            "precision=fp32",
             "train.save_every=0",
-            "generate.bf16=false",
             f"output_dir={out}",
             *extra,
         ],
@@ -137,8 +136,8 @@ def test_answer_loss_counts_only_answer_tokens(tiny_lm: Path) -> None:
     assert [e.input_ids[e.n_prompt :] for e in examples] == [[*a, end] for a in answers]
     assert all(tok.unk_token_id not in e.input_ids for e in examples)  # the vocabulary covers the data
     with torch.no_grad():
-        fast, n_fast = answer_loss(model, batch, bf16=False, logits_only_answers=True)
-        full, n_full = answer_loss(model, batch, bf16=False, logits_only_answers=False)
+        fast, n_fast = answer_loss(model, batch, precision="fp32", logits_only_answers=True)
+        full, n_full = answer_loss(model, batch, precision="fp32", logits_only_answers=False)
         by_hand, n_hand = hand_loss(model, batch)
     assert n_fast == n_full == n_hand == n_answer
     assert float(fast) == pytest.approx(float(full), rel=1e-5)
@@ -151,9 +150,9 @@ def test_answer_loss_counts_only_answer_tokens(tiny_lm: Path) -> None:
         pad = batch["attention_mask"] == 0
         assert int(pad.sum()) > 0
         noisy["input_ids"][pad] = torch.randint(10, 1000, (int(pad.sum()),))
-        assert float(answer_loss(model, noisy, False)[0]) == pytest.approx(float(fast), rel=1e-5)
+        assert float(answer_loss(model, noisy, "fp32")[0]) == pytest.approx(float(fast), rel=1e-5)
         # Each example alone (no padding at all) sums to the batch loss.
-        alone = sum(float(answer_loss(model, pad_batch([e], tok.pad_token_id), False)[0]) for e in examples)
+        alone = sum(float(answer_loss(model, pad_batch([e], tok.pad_token_id), "fp32")[0]) for e in examples)
         assert alone == pytest.approx(float(fast), rel=1e-5)
         # Masking one more label removes exactly that token's term.
         first = examples[0].n_prompt
@@ -161,12 +160,12 @@ def test_answer_loss_counts_only_answer_tokens(tiny_lm: Path) -> None:
         fewer["labels"][0, first] = IGNORE_INDEX
         logits = model(input_ids=batch["input_ids"][:1], attention_mask=batch["attention_mask"][:1]).logits
         term = float(-torch.log_softmax(logits[0, first - 1], -1)[examples[0].input_ids[first]])
-        loss, n = answer_loss(model, fewer, False)
+        loss, n = answer_loss(model, fewer, "fp32")
         assert n == n_answer - 1 and float(loss) == pytest.approx(float(fast) - term, rel=1e-5)
         # Changing a prompt token changes the answer's loss (the answer is conditioned on it).
         edited = {k: v.clone() for k, v in batch.items()}
         edited["input_ids"][0, first - 5] = 42
-        assert abs(float(answer_loss(model, edited, False)[0]) - float(fast)) > 1e-4
+        assert abs(float(answer_loss(model, edited, "fp32")[0]) - float(fast)) > 1e-4
 
 
 @pytest.mark.parametrize("method", ["lora", "ia3", "prefix", "prompt"])
@@ -180,8 +179,8 @@ def test_answer_only_logits_equal_the_full_path_for_every_peft_method(tiny_lm: P
     assert n_virtual_tokens(model) == (5 if method == "prompt" else 0)
     batch = pad_batch(examples, tok.pad_token_id)
     with torch.no_grad():
-        fast, n_fast = answer_loss(model, batch, bf16=False, logits_only_answers=True)
-        full, n_full = answer_loss(model, batch, bf16=False, logits_only_answers=False)
+        fast, n_fast = answer_loss(model, batch, precision="fp32", logits_only_answers=True)
+        full, n_full = answer_loss(model, batch, precision="fp32", logits_only_answers=False)
         by_hand, n_hand = hand_loss(model, batch)
     assert n_fast == n_full == n_hand
     assert float(fast) == pytest.approx(float(full), rel=1e-5)
@@ -201,7 +200,7 @@ def test_a_batch_without_answer_tokens_is_an_error(tiny_lm: Path) -> None:
     # Only the first label (which no position predicts) set: still no answer token.
     batch["labels"][0, 0] = 5
     with pytest.raises(ValueError, match="every label is masked"):
-        answer_loss(model, batch, False)
+        answer_loss(model, batch, "fp32")
 
 
 # ------------------------------------------------------------------------------------ batching
@@ -247,7 +246,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path, tiny_lm: Pa
             torch.nn.init.normal_(p, std=0.1)
     params = [p for p in model.parameters() if p.requires_grad]
     big = pad_batch(examples, tok.pad_token_id)
-    loss, n = answer_loss(model, big, False)
+    loss, n = answer_loss(model, big, "fp32")
     (loss / n).backward()
     g_big = [p.grad.clone() for p in params]
     model.zero_grad()
@@ -255,7 +254,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path, tiny_lm: Pa
     n_total = sum(int((h["labels"][:, 1:] != IGNORE_INDEX).sum()) for h in halves)
     assert n_total == n
     for h in halves:
-        part, _ = answer_loss(model, h, False)
+        part, _ = answer_loss(model, h, "fp32")
         (part / n_total).backward()
     for a, b in zip(g_big, [p.grad for p in params], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
@@ -403,7 +402,7 @@ def test_training_lowers_the_loss_and_keeps_the_best_validation(tmp_path: Path, 
     enc = PromptEncoder(tok, cfg.prompt, cfg.model.max_length)
     val_encoded = [enc.encode(e.question, p, e.answer) for e, p in zip(val_ex, source.shown(val_ex))]
     model = load_trained(out / "adapter", cfg.model)
-    assert validation_loss(model, val_encoded, 8, tok.pad_token_id, False) == pytest.approx(
+    assert validation_loss(model, val_encoded, 8, tok.pad_token_id, "fp32") == pytest.approx(
         min(vals.values()), rel=1e-5
     )
 

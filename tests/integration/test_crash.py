@@ -92,7 +92,9 @@ def test_kill_during_encoding_and_indexing(tmp_path: Path, tiny_encoder: Path) -
     ref, run = DenseIndex.load(tmp_path / "ref" / "index"), DenseIndex.load(tmp_path / "run" / "index")
     assert ref.ids == run.ids and len(run) == 337
     model = load_encoder(str(tiny_encoder))
-    queries = encode(model, ["fishing boats of the harbour", "the old lighthouse"], max_length=64, bf16=False)
+    queries = encode(
+        model, ["fishing boats of the harbour", "the old lighthouse"], max_length=64, precision="fp32"
+    )
     assert ref.search(queries, 10) == run.search(queries, 10)
     assert not [p for p in (tmp_path / "run").rglob("*") if p.name.endswith((".tmp", ".old"))]
 

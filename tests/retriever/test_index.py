@@ -250,7 +250,7 @@ def test_build_and_search_end_to_end(tiny_encoder: Path, tmp_path: Path) -> None
             f"model.name={tiny_encoder}",
             f"data.beir_dir={DEMO}",
             f"output_dir={tmp_path / 'out'}",
-            "eval.bf16=false",
+            "precision=fp32",
         ],
         RetrieverConfig,
     )
@@ -269,8 +269,8 @@ def test_build_and_search_end_to_end(tiny_encoder: Path, tmp_path: Path) -> None
     assert all(len(docs) == 7 for docs in run.values())
 
     model = load_encoder(str(tiny_encoder))
-    pvec = encode(model, [p.full_text() for p in corpus.values()], max_length=256, bf16=False)
-    qvec = encode(model, [q.text for q in queries.values()], max_length=64, bf16=False)
+    pvec = encode(model, [p.full_text() for p in corpus.values()], max_length=256, precision="fp32")
+    qvec = encode(model, [q.text for q in queries.values()], max_length=64, precision="fp32")
     scores = qvec.astype(np.float64) @ pvec.astype(np.float64).T
     pids = list(corpus)
     for q, qid in enumerate(queries):

@@ -287,7 +287,7 @@ def test_mine_dense_on_demo(tmp_path: Path, tiny_encoder: Path) -> None:
         "mining.num_negatives=4",
         "mining.sampling=random",
         "mining.fn_ratio=null",
-        "eval.bf16=false",
+        "precision=fp32",
         "eval.batch_size=64",
         "seed=7",
     ]
@@ -302,9 +302,15 @@ def test_mine_dense_on_demo(tmp_path: Path, tiny_encoder: Path) -> None:
     ids = list(data.corpus)
     col = {pid: i for i, pid in enumerate(ids)}
     pvec = encode(
-        model, [p.full_text() for p in data.corpus.values()], max_length=128, bf16=False, show_progress=False
+        model,
+        [p.full_text() for p in data.corpus.values()],
+        max_length=128,
+        precision="fp32",
+        show_progress=False,
     )
-    qvec = encode(model, [t.query.text for t in triplets], max_length=64, bf16=False, show_progress=False)
+    qvec = encode(
+        model, [t.query.text for t in triplets], max_length=64, precision="fp32", show_progress=False
+    )
     for i, t in enumerate(triplets):
         order = np.argsort(-(pvec @ qvec[i]), kind="stable")
         for n in t.negatives:

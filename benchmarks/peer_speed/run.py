@@ -1,0 +1,208 @@
+"""ragtune against the peers' own trainers on the CPU at hand, each at its best precision there.
+
+    python benchmarks/peer_speed/run.py [--epochs 1] [--gen-steps 30] [--skip retriever|generator]
+
+Retriever: sentence-transformers' ``SentenceTransformerTrainer`` + MultipleNegativesRankingLoss
+(``benchmarks/retriever_scifact/peer.py``) against ``ragtune retriever train`` on the same SciFact
+training pairs with the same top-BM25 hard negative, batch 32, lr 2e-5, ``--epochs`` epochs; both
+models are then scored on SciFact test (300 queries) with the same encoding code, so speed is
+compared at measured quality. Generator: transformers' ``Trainer`` + peft LoRA
+(``benchmarks/generator_pubmedqa/peer.py``) against ``ragtune generator train`` on PubMedQA with the
+same examples, LoRA, batch 4, lr 3e-4 and ``--gen-steps`` steps; quality is the validation loss both
+adapters reach (same held-out examples, same scoring function, fp32).
+
+Each peer runs at its own best precision for this CPU: ``--precision auto`` resolves, as for
+ragtune, to bf16 mixed precision where bf16 is native (AMX / AVX512-BF16) and to fp32 elsewhere.
+Every training run is a child process (peak RSS via wait4). Writes
+``benchmarks/results/peer_speed_<cpu kind>.json`` (``avx2``, ``avx512_bf16``, ``amx``; see
+``benchmarks.common.cpu_kind``). To measure the AVX2 kind on a newer x86 CPU, cap both torch's
+kernels and oneDNN: ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` (bf16 then runs emulated,
+~0.9 GFLOP/s, as on a real AVX2-only CPU); the cap is recorded in the result's ``hardware``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import SHARED_DATASETS, child, cpu_kind, scifact_bm25_negatives, write_result  # noqa: E402
+from ragtune.data.io import load_beir  # noqa: E402
+from ragtune.eval.ir import evaluate_run  # noqa: E402
+from ragtune.precision import resolve_precision  # noqa: E402
+
+SEED = 0
+GEN_CONFIG = ROOT / "configs/generator/pubmedqa.yaml"
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def retriever(work: Path, epochs: int) -> dict[str, dict]:
+    scifact_run = _load(ROOT / "benchmarks/retriever_scifact/run.py", "retriever_scifact_run")
+    scifact = SHARED_DATASETS / "scifact"
+    test = load_beir(scifact, "test")
+    negatives = scifact_bm25_negatives()
+    py = sys.executable
+    out: dict[str, dict] = {}
+    peer_dir = work / "retriever_peer"
+    wall, rss = child(
+        [
+            *[py, str(ROOT / "benchmarks/retriever_scifact/peer.py"), str(negatives), str(peer_dir)],
+            *["--epochs", str(epochs), "--batch-size", "32", "--precision", "auto"],
+        ],
+        work / "retriever_peer.log",
+    )
+    stats = json.loads((peer_dir / "peer_stats.json").read_text())
+    run, _, _ = scifact_run.dense_run(str(peer_dir / "model"), test, "auto")
+    out["retriever_peer_sentence_transformers"] = {
+        "metrics": scifact_run.pick(evaluate_run(run, test.qrels).metrics),
+        "pairs_per_s": round(stats["pairs_per_s"], 2),
+        "train_s": round(stats["train_s"], 1),
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(rss, 1),
+        "precision": stats["precision"],
+        "recipe": f"SentenceTransformerTrainer + MNRL, NO_DUPLICATES, batch 32, lr 2e-5, {epochs} epoch(s), "
+        "1 BM25 negative",
+    }
+    print(out, flush=True)
+    ours = work / "retriever_ragtune"
+    wall, rss = child(
+        [
+            *[py, "-m", "ragtune.cli", "retriever", "train", f"data.beir_dir={scifact}"],
+            *[f"data.triplets={negatives}", "data.val_fraction=0", "train.hard_negatives=1"],
+            *[f"train.epochs={epochs}", "train.batch_size=32", "train.lr=2e-5", "train.save_every=0"],
+            *[f"seed={SEED}", "precision=auto", f"output_dir={ours}"],
+        ],
+        work / "retriever_ragtune.log",
+    )
+    summary = json.loads((ours / "train_summary.json").read_text())
+    run, _, _ = scifact_run.dense_run(str(ours / "model"), test, "auto")
+    out["retriever_ragtune"] = {
+        "metrics": scifact_run.pick(evaluate_run(run, test.qrels).metrics),
+        "pairs_per_s": round(summary["pairs_per_s"], 2),
+        "train_s": round(summary["step_seconds_this_process"], 1),
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(rss, 1),
+        "precision": summary["hardware"]["precision"],
+        "recipe": "ragtune retriever train, same data, negatives, batch, lr and epochs (defaults otherwise)",
+    }
+    print(out, flush=True)
+    return out
+
+
+def generator(work: Path, steps: int) -> dict[str, dict]:
+    from ragtune.config import load_config
+    from ragtune.data.converters import pubmedqa, write_dataset
+    from ragtune.generator.config import GeneratorConfig
+    from ragtune.generator.model import load_tokenizer, load_trained
+    from ragtune.generator.prompt import PromptEncoder
+    from ragtune.generator.train import load_data, validation_loss
+
+    data = work / "pubmedqa"
+    corpus, train, test = pubmedqa(SHARED_DATASETS / "pubmedqa")
+    write_dataset(data, corpus, {"train": train, "test": test})
+    base = [
+        *[f"data.train={data / 'qa_train.jsonl'}", f"data.test={data / 'qa_test.jsonl'}"],
+        *[f"data.corpus={data}", f"seed={SEED}"],
+    ]
+    recipe = ["train.lr=3e-4", "train.warmup_ratio=0", f"train.max_steps={steps}"]
+    py = sys.executable
+    out: dict[str, dict] = {}
+    peer_dir = work / "generator_peer"
+    wall, rss = child(
+        [
+            *[py, str(ROOT / "benchmarks/generator_pubmedqa/peer.py"), str(GEN_CONFIG), str(peer_dir)],
+            *base,
+            *recipe,
+            *["--max-steps", str(steps), "--precision", "auto"],
+        ],
+        work / "generator_peer.log",
+    )
+    stats = json.loads((peer_dir / "peer_stats.json").read_text())
+    out["generator_peer_trainer"] = {
+        "tokens_per_s": round(stats["tokens_per_s"], 1),
+        "train_s": round(stats["train_s"], 1),
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(rss, 1),
+        "train_loss": round(stats["train_loss"], 4),
+        "precision": stats["precision"],
+        "adapter": peer_dir / "adapter",
+        "recipe": f"transformers Trainer + peft LoRA r16/a32, batch 4, lr 3e-4, {steps} steps",
+    }
+    print(out, flush=True)
+    ours = work / "generator_ragtune"
+    wall, rss = child(
+        [
+            *[py, "-m", "ragtune.cli", "generator", "train", "--config", str(GEN_CONFIG), *base],
+            *[f"output_dir={ours}", "train.save_every=0", "train.eval_every=0", "precision=auto", *recipe],
+        ],
+        work / "generator_ragtune.log",
+    )
+    summary = json.loads((ours / "train_summary.json").read_text())
+    out["generator_ragtune"] = {
+        "tokens_per_s": round(summary["tokens_per_s"], 1),
+        "train_s": round(summary["step_seconds_this_process"], 1),
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(rss, 1),
+        "precision": summary["hardware"]["precision"],
+        "adapter": ours / "adapter",
+        "recipe": "ragtune generator train (configs/generator/pubmedqa.yaml), same examples, LoRA, batch, lr, steps",
+    }
+    # Quality at equal steps: the validation loss both adapters reach, scored alike in fp32.
+    cfg = load_config(GEN_CONFIG, base, GeneratorConfig)
+    tokenizer = load_tokenizer(cfg.model.name)
+    enc = PromptEncoder(tokenizer, cfg.prompt, cfg.model.max_length)
+    _, val_ex, source = load_data(cfg)
+    val = [enc.encode(e.question, p, e.answer) for e, p in zip(val_ex, source.shown(val_ex), strict=True)]
+    for v in out.values():
+        model = load_trained(v.pop("adapter"), cfg.model)
+        v["val_loss"] = round(validation_loss(model, val, 8, tokenizer.pad_token_id, "fp32"), 4)
+        v["val_examples"] = len(val)
+    print(out, flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--epochs", type=int, default=1, help="retriever epochs (both sides)")
+    ap.add_argument("--gen-steps", type=int, default=30, help="generator optimiser steps (both sides)")
+    ap.add_argument("--skip", choices=["retriever", "generator"], action="append", default=[])
+    args = ap.parse_args()
+    work = HERE / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    variants: dict[str, dict] = {}
+    if "retriever" not in args.skip:
+        variants.update(retriever(work, args.epochs))
+    if "generator" not in args.skip:
+        variants.update(generator(work, args.gen_steps))
+    summary: dict[str, object] = {"precision_auto_resolves_to": resolve_precision("auto")}
+    if "retriever_ragtune" in variants:
+        peer, ours = variants["retriever_peer_sentence_transformers"], variants["retriever_ragtune"]
+        summary["retriever_speedup"] = round(ours["pairs_per_s"] / peer["pairs_per_s"], 2)
+        summary["retriever_rss_ratio"] = round(ours["peak_rss_mb"] / peer["peak_rss_mb"], 2)
+        summary["retriever_nDCG@10_delta"] = round(ours["metrics"]["nDCG@10"] - peer["metrics"]["nDCG@10"], 4)
+    if "generator_ragtune" in variants:
+        peer, ours = variants["generator_peer_trainer"], variants["generator_ragtune"]
+        summary["generator_speedup"] = round(ours["tokens_per_s"] / peer["tokens_per_s"], 2)
+        summary["generator_rss_ratio"] = round(ours["peak_rss_mb"] / peer["peak_rss_mb"], 2)
+        summary["generator_val_loss_delta"] = round(ours["val_loss"] - peer["val_loss"], 4)
+    command = f"python benchmarks/peer_speed/run.py --epochs {args.epochs} --gen-steps {args.gen_steps}"
+    command += "".join(f" --skip {s}" for s in args.skip)
+    path = write_result(f"peer_speed_{cpu_kind()}", command, SEED, variants, extra={"summary": summary})
+    print(json.dumps(summary, indent=2))
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

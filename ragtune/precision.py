@@ -1,0 +1,208 @@
+"""The one place that decides the numeric precision of every computation ragtune runs.
+
+Every config has one ``precision: auto | fp32 | bf16`` setting; every component that computes
+(retriever training, encoding, mining, index build; generator training, generation, likelihood
+scoring; the joint loop) asks :func:`resolve_precision` what it means on the hardware at hand.
+
+``auto`` picks bf16 only where bf16 is native:
+
+- a CUDA device that supports bf16 (``torch.cuda.is_bf16_supported()``);
+- a CPU whose bf16 matrix products oneDNN runs on bf16 instructions: AMX tiles or AVX512-BF16.
+  torch answers both halves: ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` (oneDNN will run
+  bf16 kernels; it honours ``ONEDNN_MAX_CPU_ISA``) and ``torch.cpu._is_amx_tile_supported()`` /
+  ``torch.cpu._is_avx512_bf16_supported()`` (the instructions exist).
+
+Everywhere else it picks fp32. Why it matters: on a CPU with AVX2 only, a 1024x1024 bf16 matmul
+runs at ~0.9 GFLOP/s against ~78-160 GFLOP/s in fp32 (measured on AMD EPYC, 2026-11-30), so a bf16
+default makes training and encoding 10-80x slower there. Forcing ``bf16`` on such a CPU still
+works (the numbers are right) but logs a warning that says so.
+
+How bf16 is applied is each component's business, and stays as it was measured: training runs
+under ``torch.autocast`` with fp32 master weights and optimiser state (:func:`autocast`);
+inference-only models (encoding, generation) have their weights cast to bf16.
+
+:func:`hardware` describes the machine (CPU model, torch's CPU capability, threads, native bf16,
+GPU) and is written beside every run and into every benchmark result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["auto", "fp32", "bf16"]
+Resolved = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+# The slowdown quoted in the warning: bf16 vs fp32 matmul throughput on a CPU without native bf16.
+_EMULATED_BF16_SLOWDOWN = "10-80x"
+
+
+def _device_type(device: str | torch.device | None) -> str:
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device).type
+
+
+def native_bf16(device: str | torch.device | None = None) -> bool:
+    """True when bf16 matrix products run on native bf16 hardware on ``device`` (default: the GPU
+    when there is one, else the CPU)."""
+    import torch
+
+    kind = _device_type(device)
+    if kind == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if kind != "cpu":
+        return False
+    return _cpu_native_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_native_bf16() -> bool:
+    import torch
+
+    try:
+        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+    return onednn and (_cpu_flag("_is_amx_tile_supported") or _cpu_flag("_is_avx512_bf16_supported"))
+
+
+def _cpu_flag(name: str) -> bool:
+    import torch
+
+    probe = getattr(torch.cpu, name, None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
+def resolve_precision(setting: str, device: str | torch.device | None = None) -> Resolved:
+    """``auto`` -> ``bf16`` where bf16 is native on ``device``, else ``fp32``; ``fp32``/``bf16``
+    as given (bf16 without native support logs a warning, once per process)."""
+    if setting not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {setting!r}")
+    native = native_bf16(device)
+    if setting == "auto":
+        return "bf16" if native else "fp32"
+    if setting == "bf16" and not native:
+        _warn_emulated(_device_type(device))
+    return setting  # type: ignore[return-value]
+
+
+@functools.cache
+def _warn_emulated(kind: str) -> None:
+    import torch
+
+    where = (
+        f"this CPU ({cpu_model()}, torch capability {torch.backends.cpu.get_cpu_capability()})"
+        if kind == "cpu"
+        else f"this {kind} device"
+    )
+    log.warning(
+        "precision=bf16 was forced on %s, which has no native bf16 (no AMX / AVX512-BF16): bf16 "
+        "matrix products are emulated there and are likely %s SLOWER than fp32. "
+        "Use precision=auto (or fp32) unless you are measuring exactly that.",
+        where,
+        _EMULATED_BF16_SLOWDOWN,
+    )
+
+
+def autocast(precision: str, device_type: str = "cpu") -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast when ``precision`` resolves to bf16 on ``device_type`` (fp32 master weights
+    stay as they are); a no-op context otherwise."""
+    import torch
+
+    if resolve_precision(precision, device_type) == "bf16":
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def inference_dtype(precision: str, device: str | torch.device | None = None) -> torch.dtype:
+    """The weight dtype of an inference-only model (encoding, generation): bf16 or float32."""
+    import torch
+
+    return torch.bfloat16 if resolve_precision(precision, device) == "bf16" else torch.float32
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(precision: str | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
+    """What a result depends on: CPU model, torch's CPU capability (the widest vector ISA its
+    kernels use: ``AVX2``, ``AVX512``, ...), AMX and AVX512-BF16 presence, native bf16 (as
+    :func:`native_bf16`), cores, torch threads, memory, GPU; with ``precision``, also the precision
+    that setting resolves to here (``precision_setting`` keeps what was asked)."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    try:
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        mem_gb = None
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "memory_gb": mem_gb,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "amx": _cpu_flag("_is_amx_tile_supported"),
+        "avx512_bf16": _cpu_flag("_is_avx512_bf16_supported"),
+        "native_bf16": native_bf16(device),
+        "gpu": gpu,
+    }
+    for var in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        if os.environ.get(var):
+            info[var] = os.environ[var]  # a capped ISA changes what the figures mean: record it
+    if precision is not None:
+        info["precision_setting"] = precision
+        info["precision"] = resolve_precision(precision, device)
+    return info
+
+
+def describe(info: dict[str, Any]) -> str:
+    """One line for logs and file headers, e.g. ``precision bf16 (auto) on AMD EPYC, AVX512, native
+    bf16: yes, 2 threads``."""
+    asked = info.get("precision_setting")
+    head = f"precision {info['precision']}" + (f" ({asked})" if asked and asked != info["precision"] else "")
+    gpu = f", GPU {info['gpu']}" if info.get("gpu") else ""
+    native = "yes" if info["native_bf16"] else "no"
+    return (
+        f"{head} on {info['cpu']}, {info['cpu_capability']}, native bf16: {native}, "
+        f"{info['threads']} threads{gpu}"
+    )
+
+
+__all__ = [
+    "PRECISIONS",
+    "Precision",
+    "Resolved",
+    "autocast",
+    "cpu_model",
+    "describe",
+    "hardware",
+    "inference_dtype",
+    "native_bf16",
+    "resolve_precision",
+]
