@@ -10,8 +10,9 @@ every setting, median of ``--steps`` steps after a warm-up:
   vocabulary logits at every position, LoRA dropout 0.05 (peft's usual value);
 - ``+no_lora_dropout``, ``+answer_logits_only``, ``ragtune_default`` (+ length-grouped batches):
   one lever at a time, cumulatively;
-- ``bf16_autocast`` (native bf16 only: without it 10-80x slower), ``threads_1``, ``compile``
-  (``torch.compile`` of the model, compile time excluded).
+- ``bf16_autocast`` (native bf16 only: without it 10-80x slower), ``threads_1``. (``torch.compile``
+  gave nothing to the retriever's fp32 step, ``benchmarks/retriever_speed``, and compiling the
+  30-layer LM with its backward takes minutes on 2 cores: not measured here.)
 
 Generation: the 54 demo test questions with their gold passage, greedy, up to 16 new tokens:
 batched (16) vs one at a time, and with dynamic int8 quantisation of the linear layers
@@ -48,16 +49,15 @@ from ragtune.generator.train import micro_batches, optimizer_step  # noqa: E402
 from ragtune.precision import native_bf16  # noqa: E402
 from ragtune.training import linear_schedule  # noqa: E402
 
-# name -> (precision, lora dropout, answer logits only, length-grouped batches, threads, compile)
+# name -> (precision, lora dropout, answer logits only, length-grouped batches, threads)
 SETTINGS = {
-    "peer_like": ("fp32", 0.05, False, False, 0, False),
-    "+no_lora_dropout": ("fp32", 0.0, False, False, 0, False),
-    "+answer_logits_only": ("fp32", 0.0, True, False, 0, False),
-    "ragtune_default": ("auto", 0.0, True, True, 0, False),
-    "fp32": ("fp32", 0.0, True, True, 0, False),
-    "bf16_autocast": ("bf16", 0.0, True, True, 0, False),
-    "threads_1": ("auto", 0.0, True, True, 1, False),
-    "compile": ("auto", 0.0, True, True, 0, True),
+    "peer_like": ("fp32", 0.05, False, False, 0),
+    "+no_lora_dropout": ("fp32", 0.0, False, False, 0),
+    "+answer_logits_only": ("fp32", 0.0, True, False, 0),
+    "ragtune_default": ("auto", 0.0, True, True, 0),
+    "fp32": ("fp32", 0.0, True, True, 0),
+    "bf16_autocast": ("bf16", 0.0, True, True, 0),
+    "threads_1": ("auto", 0.0, True, True, 1),
 }
 
 
@@ -65,16 +65,13 @@ def training(args, tokenizer, base, examples) -> dict[str, dict]:
     out = {}
     threads = torch.get_num_threads()
     lengths = [len(x.input_ids) for x in examples]
-    for name, (precision, dropout, logits_only, grouped, n_threads, compiled) in SETTINGS.items():
+    for name, (precision, dropout, logits_only, grouped, n_threads) in SETTINGS.items():
         if precision == "bf16" and not native_bf16("cpu"):
             out[name] = {"skipped": "no native bf16 on this CPU (10-80x slower than fp32)"}
             continue
         torch.set_num_threads(n_threads or threads)
         torch.manual_seed(0)
         model = apply_peft(copy.deepcopy(base), PeftConfig(dropout=dropout))
-        if compiled:
-            inner = model.get_base_model().model
-            inner.forward = torch.compile(inner.forward, dynamic=True)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=3e-4)
