@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -48,7 +49,13 @@ def _load(path: Path, name: str):
     return module
 
 
-def retriever(work: Path, epochs: int) -> dict[str, dict]:
+def fresh(folder: Path) -> Path:
+    """An empty output folder: a checkpoint left by an earlier invocation would be resumed."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
+def retriever(work: Path, epochs: int, reuse_peer: bool) -> dict[str, dict]:
     scifact_run = _load(ROOT / "benchmarks/retriever_scifact/run.py", "retriever_scifact_run")
     scifact = SHARED_DATASETS / "scifact"
     test = load_beir(scifact, "test")
@@ -56,13 +63,21 @@ def retriever(work: Path, epochs: int) -> dict[str, dict]:
     py = sys.executable
     out: dict[str, dict] = {}
     peer_dir = work / "retriever_peer"
-    wall, rss = child(
-        [
-            *[py, str(ROOT / "benchmarks/retriever_scifact/peer.py"), str(negatives), str(peer_dir)],
-            *["--epochs", str(epochs), "--batch-size", "32", "--precision", "auto"],
-        ],
-        work / "retriever_peer.log",
-    )
+    if not (reuse_peer and (peer_dir / "peer_rss.json").exists()):
+        wall, rss = child(
+            [
+                *[
+                    py,
+                    str(ROOT / "benchmarks/retriever_scifact/peer.py"),
+                    str(negatives),
+                    str(fresh(peer_dir)),
+                ],
+                *["--epochs", str(epochs), "--batch-size", "32", "--precision", "auto"],
+            ],
+            work / "retriever_peer.log",
+        )
+        (peer_dir / "peer_rss.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    wall, rss = json.loads((peer_dir / "peer_rss.json").read_text()).values()
     stats = json.loads((peer_dir / "peer_stats.json").read_text())
     run, _, _ = scifact_run.dense_run(str(peer_dir / "model"), test, "auto")
     out["retriever_peer_sentence_transformers"] = {
@@ -82,7 +97,7 @@ def retriever(work: Path, epochs: int) -> dict[str, dict]:
             *[py, "-m", "ragtune.cli", "retriever", "train", f"data.beir_dir={scifact}"],
             *[f"data.triplets={negatives}", "data.val_fraction=0", "train.hard_negatives=1"],
             *[f"train.epochs={epochs}", "train.batch_size=32", "train.lr=2e-5", "train.save_every=0"],
-            *[f"seed={SEED}", "precision=auto", f"output_dir={ours}"],
+            *[f"seed={SEED}", "precision=auto", f"output_dir={fresh(ours)}"],
         ],
         work / "retriever_ragtune.log",
     )
@@ -101,7 +116,7 @@ def retriever(work: Path, epochs: int) -> dict[str, dict]:
     return out
 
 
-def generator(work: Path, steps: int) -> dict[str, dict]:
+def generator(work: Path, steps: int, reuse_peer: bool) -> dict[str, dict]:
     from ragtune.config import load_config
     from ragtune.data.converters import pubmedqa, write_dataset
     from ragtune.generator.config import GeneratorConfig
@@ -120,15 +135,23 @@ def generator(work: Path, steps: int) -> dict[str, dict]:
     py = sys.executable
     out: dict[str, dict] = {}
     peer_dir = work / "generator_peer"
-    wall, rss = child(
-        [
-            *[py, str(ROOT / "benchmarks/generator_pubmedqa/peer.py"), str(GEN_CONFIG), str(peer_dir)],
-            *base,
-            *recipe,
-            *["--max-steps", str(steps), "--precision", "auto"],
-        ],
-        work / "generator_peer.log",
-    )
+    if not (reuse_peer and (peer_dir / "peer_rss.json").exists()):
+        wall, rss = child(
+            [
+                *[
+                    py,
+                    str(ROOT / "benchmarks/generator_pubmedqa/peer.py"),
+                    str(GEN_CONFIG),
+                    str(fresh(peer_dir)),
+                ],
+                *base,
+                *recipe,
+                *["--max-steps", str(steps), "--precision", "auto"],
+            ],
+            work / "generator_peer.log",
+        )
+        (peer_dir / "peer_rss.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    wall, rss = json.loads((peer_dir / "peer_rss.json").read_text()).values()
     stats = json.loads((peer_dir / "peer_stats.json").read_text())
     out["generator_peer_trainer"] = {
         "tokens_per_s": round(stats["tokens_per_s"], 1),
@@ -145,7 +168,13 @@ def generator(work: Path, steps: int) -> dict[str, dict]:
     wall, rss = child(
         [
             *[py, "-m", "ragtune.cli", "generator", "train", "--config", str(GEN_CONFIG), *base],
-            *[f"output_dir={ours}", "train.save_every=0", "train.eval_every=0", "precision=auto", *recipe],
+            *[
+                f"output_dir={fresh(ours)}",
+                "train.save_every=0",
+                "train.eval_every=0",
+                "precision=auto",
+                *recipe,
+            ],
         ],
         work / "generator_ragtune.log",
     )
@@ -178,14 +207,19 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1, help="retriever epochs (both sides)")
     ap.add_argument("--gen-steps", type=int, default=30, help="generator optimiser steps (both sides)")
     ap.add_argument("--skip", choices=["retriever", "generator"], action="append", default=[])
+    ap.add_argument(
+        "--reuse-peers",
+        action="store_true",
+        help="reuse the peers' training runs (stats, peak RSS, model) left in work/ by an earlier invocation",
+    )
     args = ap.parse_args()
     work = HERE / "work"
     work.mkdir(parents=True, exist_ok=True)
     variants: dict[str, dict] = {}
     if "retriever" not in args.skip:
-        variants.update(retriever(work, args.epochs))
+        variants.update(retriever(work, args.epochs, args.reuse_peers))
     if "generator" not in args.skip:
-        variants.update(generator(work, args.gen_steps))
+        variants.update(generator(work, args.gen_steps, args.reuse_peers))
     summary: dict[str, object] = {"precision_auto_resolves_to": resolve_precision("auto")}
     if "retriever_ragtune" in variants:
         peer, ours = variants["retriever_peer_sentence_transformers"], variants["retriever_ragtune"]
@@ -198,7 +232,7 @@ def main() -> None:
         summary["generator_rss_ratio"] = round(ours["peak_rss_mb"] / peer["peak_rss_mb"], 2)
         summary["generator_val_loss_delta"] = round(ours["val_loss"] - peer["val_loss"], 4)
     command = f"python benchmarks/peer_speed/run.py --epochs {args.epochs} --gen-steps {args.gen_steps}"
-    command += "".join(f" --skip {s}" for s in args.skip)
+    command += "".join(f" --skip {s}" for s in args.skip) + " --reuse-peers" * args.reuse_peers
     path = write_result(f"peer_speed_{cpu_kind()}", command, SEED, variants, extra={"summary": summary})
     print(json.dumps(summary, indent=2))
     print(f"written to {path}")
