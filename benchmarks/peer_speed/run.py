@@ -79,9 +79,12 @@ def retriever(work: Path, epochs: int, reuse_peer: bool) -> dict[str, dict]:
         (peer_dir / "peer_rss.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
     wall, rss = json.loads((peer_dir / "peer_rss.json").read_text()).values()
     stats = json.loads((peer_dir / "peer_stats.json").read_text())
-    run, _, _ = scifact_run.dense_run(str(peer_dir / "model"), test, "auto")
+    scored = peer_dir / "test_metrics.json"  # the peer model's SciFact test metrics, once per model
+    if not (reuse_peer and scored.exists()):
+        run, _, _ = scifact_run.dense_run(str(peer_dir / "model"), test, "auto")
+        scored.write_text(json.dumps(scifact_run.pick(evaluate_run(run, test.qrels).metrics)))
     out["retriever_peer_sentence_transformers"] = {
-        "metrics": scifact_run.pick(evaluate_run(run, test.qrels).metrics),
+        "metrics": json.loads(scored.read_text()),
         "pairs_per_s": round(stats["pairs_per_s"], 2),
         "train_s": round(stats["train_s"], 1),
         "wall_s": round(wall, 1),
