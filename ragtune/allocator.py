@@ -6,8 +6,8 @@ every block above its mmap threshold (at most 32 MB) with a fresh ``mmap`` and r
 kernel on ``free``, so each step page-faults its whole working set in again, and the kernel zeroes
 every page. :func:`keep_freed_memory` tells glibc (``mallopt``) to serve large blocks from its heap
 and not to trim the heap, so freed activations are reused by the next step without page faults:
-on a 2-core CPU (AVX2 kind, fp32) a retriever step ran ~15% faster (3.3-3.5 -> 3.9 pairs/s on
-SciFact, ``benchmarks/peer_speed``). The same can be had from the environment
+on a 2-core CPU (AVX2 kind, fp32) a SciFact retriever epoch ran 3.30 -> 4.00 pairs/s
+(``benchmarks/peer_speed``). The same can be had from the environment
 (``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``) or by preloading jemalloc/tcmalloc, as
 PyTorch's CPU tuning guide suggests; this does it without either. The cost: memory freed after the
 peak stays with the process until it exits (peak RSS is what it was).
