@@ -156,29 +156,18 @@ class Retriever:
                 module.p = 0.0
         model.eval()  # no dropout: eval mode also skips its mask work
 
-    def encode_passages(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+    def _encode(self, model, texts: Sequence[str], max_length: int, progress: bool) -> np.ndarray:
         from ragtune.retriever.model import encode
 
-        r = self.cfg.retriever
         return encode(
-            self.passage,
-            texts,
-            max_length=r.max_passage_length,
-            precision=self.cfg.precision,
-            show_progress=progress,
+            model, texts, max_length=max_length, precision=self.cfg.precision, show_progress=progress
         )
+
+    def encode_passages(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        return self._encode(self.passage, texts, self.cfg.retriever.max_passage_length, progress)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        from ragtune.retriever.model import encode
-
-        r = self.cfg.retriever
-        return encode(
-            self.query,
-            texts,
-            max_length=r.max_query_length,
-            precision=self.cfg.precision,
-            show_progress=False,
-        )
+        return self._encode(self.query, texts, self.cfg.retriever.max_query_length, False)
 
     def build_index(self, vectors: np.ndarray | None = None) -> None:
         from ragtune.retriever.index import DenseIndex
