@@ -55,6 +55,17 @@ def fresh(folder: Path) -> Path:
     return folder
 
 
+def run_peer(peer_dir: Path, script: str, args: list[str], reuse: bool) -> tuple[float, float, dict]:
+    """Run ``script ARGS[0] PEER_DIR ARGS[1:]`` as a child process (or, with ``reuse``, take the
+    run left in ``peer_dir``); returns (wall seconds, peak RSS MB, the peer's ``peer_stats.json``)."""
+    if not (reuse and (peer_dir / "peer_rss.json").exists()):
+        cmd = [sys.executable, str(ROOT / script), args[0], str(fresh(peer_dir)), *args[1:]]
+        wall, rss = child(cmd, peer_dir.parent / f"{peer_dir.name}.log")
+        (peer_dir / "peer_rss.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    wall, rss = json.loads((peer_dir / "peer_rss.json").read_text()).values()
+    return wall, rss, json.loads((peer_dir / "peer_stats.json").read_text())
+
+
 def retriever(work: Path, epochs: int, reuse_peer: bool) -> dict[str, dict]:
     scifact_run = _load(ROOT / "benchmarks/retriever_scifact/run.py", "retriever_scifact_run")
     scifact = SHARED_DATASETS / "scifact"
@@ -63,22 +74,12 @@ def retriever(work: Path, epochs: int, reuse_peer: bool) -> dict[str, dict]:
     py = sys.executable
     out: dict[str, dict] = {}
     peer_dir = work / "retriever_peer"
-    if not (reuse_peer and (peer_dir / "peer_rss.json").exists()):
-        wall, rss = child(
-            [
-                *[
-                    py,
-                    str(ROOT / "benchmarks/retriever_scifact/peer.py"),
-                    str(negatives),
-                    str(fresh(peer_dir)),
-                ],
-                *["--epochs", str(epochs), "--batch-size", "32", "--precision", "auto"],
-            ],
-            work / "retriever_peer.log",
-        )
-        (peer_dir / "peer_rss.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
-    wall, rss = json.loads((peer_dir / "peer_rss.json").read_text()).values()
-    stats = json.loads((peer_dir / "peer_stats.json").read_text())
+    wall, rss, stats = run_peer(
+        peer_dir,
+        "benchmarks/retriever_scifact/peer.py",
+        [str(negatives), "--epochs", str(epochs), "--batch-size", "32", "--precision", "auto"],
+        reuse_peer,
+    )
     scored = peer_dir / "test_metrics.json"  # the peer model's SciFact test metrics, once per model
     if not (reuse_peer and scored.exists()):
         run, _, _ = scifact_run.dense_run(str(peer_dir / "model"), test, "auto")
@@ -138,24 +139,12 @@ def generator(work: Path, steps: int, reuse_peer: bool) -> dict[str, dict]:
     py = sys.executable
     out: dict[str, dict] = {}
     peer_dir = work / "generator_peer"
-    if not (reuse_peer and (peer_dir / "peer_rss.json").exists()):
-        wall, rss = child(
-            [
-                *[
-                    py,
-                    str(ROOT / "benchmarks/generator_pubmedqa/peer.py"),
-                    str(GEN_CONFIG),
-                    str(fresh(peer_dir)),
-                ],
-                *base,
-                *recipe,
-                *["--max-steps", str(steps), "--precision", "auto"],
-            ],
-            work / "generator_peer.log",
-        )
-        (peer_dir / "peer_rss.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
-    wall, rss = json.loads((peer_dir / "peer_rss.json").read_text()).values()
-    stats = json.loads((peer_dir / "peer_stats.json").read_text())
+    wall, rss, stats = run_peer(
+        peer_dir,
+        "benchmarks/generator_pubmedqa/peer.py",
+        [str(GEN_CONFIG), *base, *recipe, "--max-steps", str(steps), "--precision", "auto"],
+        reuse_peer,
+    )
     out["generator_peer_trainer"] = {
         "tokens_per_s": round(stats["tokens_per_s"], 1),
         "train_s": round(stats["train_s"], 1),
