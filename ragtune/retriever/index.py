@@ -466,29 +466,27 @@ def build(cfg: RetrieverConfig) -> Path:
     from ragtune import distributed as dist
     from ragtune.config import save_config
     from ragtune.data.io import load_corpus
-    from ragtune.precision import describe, hardware, resolve_precision
+    from ragtune.precision import describe, hardware
     from ragtune.retriever.model import encode_passages, load_encoder
     from ragtune.retriever.shards import encode_to_shards
 
     dist.setup()
     out = Path(cfg.output_dir)
+    info = hardware(cfg.precision, dist.device())  # the encoding precision and the machine, once
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
-        save_config(
-            cfg, out / "config.yaml", header=f"ragtune index build: {describe(hardware(cfg.precision))}"
-        )
+        save_config(cfg, out / "config.yaml", header=f"ragtune index build: {describe(info)}")
     corpus = load_corpus(Path(cfg.data.beir_dir) / "corpus.jsonl")
     m, ix = cfg.model, cfg.index
     log.info("encoding %d passages with %s", len(corpus), m.name)
     model = load_encoder(
         m.name, device=str(dist.device()), precision=cfg.precision, trust_remote_code=m.trust_remote_code
     )
-    precision = resolve_precision(cfg.precision, dist.device())
     settings = {
         "model": m.name,
         "prefix": m.passage_prefix,
         "max_length": m.max_passage_length,
-        "precision": precision,
+        "precision": info["precision"],
     }
     store = encode_to_shards(
         lambda texts: encode_passages(model, texts, cfg, show_progress=False),
@@ -509,8 +507,8 @@ def build(cfg: RetrieverConfig) -> Path:
         "passage_prefix": m.passage_prefix,
         "max_query_length": m.max_query_length,
         "max_passage_length": m.max_passage_length,
-        "precision": precision,
-        "hardware": hardware(cfg.precision),
+        "precision": info["precision"],
+        "hardware": info,
     }
     folder = index.save(out / "index")
     r = index.report
