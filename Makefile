@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast lint format demo demo-retrieval demo-data clean
+.PHONY: install test test-fast lint format docs demo demo-retrieval demo-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ test: $(STAMP) lint
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# The generated parts of docs/configuration.md, README.md and benchmarks/README.md: from the config
+# dataclasses' help texts and benchmarks/results/*.json (tests/test_config_docs.py and
+# tests/test_benchmarks_readme.py fail when they are out of date).
+docs: $(STAMP)
+	$(PY) -m ragtune.config_docs --write
+	$(PY) benchmarks/report.py --write
 
 demo-data: $(STAMP)
 	$(PY) data/demo/generate.py --out data/demo

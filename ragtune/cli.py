@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from ragtune import __version__
-from ragtune.config import ConfigError, load_config
-from ragtune.data.io import DataError
+from ragtune.config import load_config
+from ragtune.errors import UserError
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -139,36 +139,15 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
 
 
 def _eval_generation(args: argparse.Namespace) -> int:
-    from ragtune.data.io import read_jsonl
-    from ragtune.eval.faithfulness import lexical_faithfulness
-    from ragtune.eval.generation import evaluate_generation
+    from ragtune.data.io import load_predictions
+    from ragtune.eval.generation import score_predictions
     from ragtune.eval.report import markdown_table, write_metrics
 
-    ids, preds, refs, contexts = [], [], [], []
-    for line, obj in read_jsonl(args.predictions):
-        for key in ("prediction", "reference"):
-            if not isinstance(obj.get(key), str):
-                raise DataError(args.predictions, line, key, "missing or not a string")
-        ctx = obj.get("contexts")
-        if ctx is not None and not (isinstance(ctx, list) and all(isinstance(c, (str, dict)) for c in ctx)):
-            raise DataError(args.predictions, line, "contexts", "expected a list of texts or passage objects")
-        ids.append(str(obj.get("id", line)))
-        preds.append(obj["prediction"])
-        refs.append(obj["reference"])
-        contexts.append(
-            None if ctx is None else [c if isinstance(c, str) else str(c.get("text", "")) for c in ctx]
-        )
-    if not preds:
-        raise DataError(args.predictions, None, None, "no predictions")
-    metrics, per = evaluate_generation(preds, refs, ids)
-    with_ctx = [i for i, c in enumerate(contexts) if c is not None]
-    if with_ctx:
-        for i in with_ctx:
-            per[ids[i]]["faithfulness"] = lexical_faithfulness(preds[i], contexts[i])
-        metrics["faithfulness"] = sum(per[ids[i]]["faithfulness"] for i in with_ctx) / len(with_ctx)
-    write_metrics(args.out, metrics, per, n_examples=len(preds), faithfulness_scorer="lexical")
+    rows = load_predictions(args.predictions)
+    metrics, per = score_predictions(rows)
+    write_metrics(args.out, metrics, per, n_examples=len(rows), faithfulness_scorer="lexical")
     print(markdown_table({args.predictions.name: metrics}, label="predictions"))
-    print(f"{len(preds)} predictions; written to {args.out}")
+    print(f"{len(rows)} predictions; written to {args.out}")
     return 0
 
 
@@ -232,9 +211,10 @@ def _generator(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides, GeneratorConfig)
     if args.cmd == "train":
+        from ragtune.generator.model import output_folder
         from ragtune.generator.train import train
 
-        folder = train(cfg) / ("model" if cfg.peft.method == "full" else "adapter")
+        folder = train(cfg) / output_folder(cfg.peft.method)
         print(f"written to {folder}")
     else:
         from ragtune.generator.generate import generate
@@ -297,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.group in groups:
             return groups[args.group](args)
         return handlers[(args.group, args.cmd)](args)
-    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
+    except (UserError, FileNotFoundError) as exc:  # bad config or data: one line; a bug keeps its traceback
         print(f"ragtune: error: {exc}", file=sys.stderr)
         return 2
 

@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 from ragtune.data.io import atomic_write_text
+from ragtune.errors import UserError
 
 T = TypeVar("T")
 
@@ -30,8 +31,34 @@ _RENAMED = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file or override that does not fit its dataclass."""
+
+
+def setting(default: Any = dataclasses.MISSING, *, help: str, factory: Any = None) -> Any:
+    """A config field with its help text: ``dataclasses.field(default=..., metadata={"help": help})``.
+
+    ``factory`` (a callable) gives mutable defaults, as ``default_factory`` does. The help text is
+    what ``python -m ragtune.config_docs`` renders into docs/configuration.md: one line saying what
+    the field does, its unit, and what 0 or null means where that matters.
+    """
+    if not help or not help.strip():
+        raise ValueError("a config setting needs a non-empty help text")
+    if factory is not None:
+        if default is not dataclasses.MISSING:
+            raise ValueError("give a setting either a default or a factory, not both")
+        return dataclasses.field(default_factory=factory, metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class LoggingConfig:
+    """Where a run's metrics go besides its ``history.jsonl``."""
+
+    tensorboard: bool = setting(
+        True,
+        help="also write the metrics as TensorBoard events to output_dir/tensorboard (when tensorboard is installed)",
+    )
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None, cls: type[T] | None = None) -> T:
@@ -200,4 +227,4 @@ def save_config(cfg: Any, path: str | Path, header: str = "") -> Path:
     return atomic_write_text(Path(path), comments + text)
 
 
-__all__ = ["ConfigError", "from_dict", "load_config", "save_config", "to_dict"]
+__all__ = ["ConfigError", "LoggingConfig", "from_dict", "load_config", "save_config", "setting", "to_dict"]

@@ -165,3 +165,12 @@ def gather_objects(items: list[T]) -> list[T]:
     boxes: list[Any] = [None] * world_size()
     dist.all_gather_object(boxes, items)
     return [x for box in boxes for x in box]
+
+
+def shard_groups(group: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """This process's micro-batches of one optimiser step: its contiguous shard of the step's
+    examples (``group``: the step's micro-batches of example indices), cut into ``batch_size``."""
+    if world_size() == 1:
+        return [list(b) for b in group]
+    mine = list(shard([i for b in group for i in b]))
+    return [mine[s : s + batch_size] for s in range(0, len(mine), batch_size)]

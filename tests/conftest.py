@@ -99,11 +99,14 @@ def tiny_llama(words: str, chat_template: str | None = CHATML, seed: int = 0):
 
 
 def killed_after_checkpoints(module, n: int, run) -> None:
-    """Run ``run()`` with ``module._save_checkpoint`` raising KeyboardInterrupt (a simulated kill)
-    right after its ``n``-th checkpoint is written; the real function is restored afterwards."""
+    """Run ``run()`` with the checkpoint writer of a trainer ``module`` (the training loop's
+    ``Run._save_checkpoint``; the joint loop's ``save_checkpoint``) raising KeyboardInterrupt (a
+    simulated kill) right after its ``n``-th checkpoint is written; the real one is restored
+    afterwards."""
     import pytest
 
-    real = module._save_checkpoint
+    target, name = (module.Run, "_save_checkpoint") if hasattr(module, "Run") else (module, "save_checkpoint")
+    real = getattr(target, name)
     calls = {"n": 0}
 
     def crash(*args, **kwargs):
@@ -112,9 +115,9 @@ def killed_after_checkpoints(module, n: int, run) -> None:
         if calls["n"] == n:
             raise KeyboardInterrupt("simulated kill")
 
-    module._save_checkpoint = crash
+    setattr(target, name, crash)
     try:
         with pytest.raises(KeyboardInterrupt):
             run()
     finally:
-        module._save_checkpoint = real
+        setattr(target, name, real)

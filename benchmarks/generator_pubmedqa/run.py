@@ -225,7 +225,8 @@ def main() -> None:
     # Validation loss of both short-recipe adapters, fp32, same held-out examples.
     from ragtune.generator.model import load_tokenizer, load_trained
     from ragtune.generator.prompt import PromptEncoder
-    from ragtune.generator.train import load_data, validation_loss
+    from ragtune.generator.scoring import validation_loss
+    from ragtune.generator.train import load_data
 
     tokenizer = load_tokenizer(cfg.model.name)
     enc = PromptEncoder(tokenizer, cfg.prompt, cfg.model.max_length)

@@ -126,7 +126,8 @@ def generator(work: Path, steps: int, reuse_peer: bool) -> dict[str, dict]:
     from ragtune.generator.config import GeneratorConfig
     from ragtune.generator.model import load_tokenizer, load_trained
     from ragtune.generator.prompt import PromptEncoder
-    from ragtune.generator.train import load_data, validation_loss
+    from ragtune.generator.scoring import validation_loss
+    from ragtune.generator.train import load_data
 
     data = work / "pubmedqa"
     corpus, train, test = pubmedqa(SHARED_DATASETS / "pubmedqa")

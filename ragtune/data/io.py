@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ragtune.data.schema import Negative, Passage, QAExample, Query, Triplet, text_id
+from ragtune.data.schema import Negative, Passage, Prediction, QAExample, Query, Triplet, text_id
+from ragtune.errors import UserError
 
 Qrels = dict[str, dict[str, int]]  # query id -> document id -> graded relevance
 Run = dict[str, dict[str, float]]  # query id -> document id -> score
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input data; the message names the file, the line (1-based) and the field."""
 
     def __init__(self, path: str | Path, line: int | None, field: str | None, message: str):
@@ -260,33 +261,23 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
     return BeirDataset(corpus, queries, qrels)
 
 
-def corpus_from_hf(
-    dataset: Any, id_field: str = "_id", text_field: str = "text", title_field: str | None = "title"
-) -> dict[str, Passage]:
-    """A corpus from a Hugging Face ``datasets.Dataset`` (or any iterable of mappings)."""
-    name = f"<datasets:{(getattr(dataset, 'info', None) and dataset.info.dataset_name) or 'dataset'}>"
-    corpus: dict[str, Passage] = {}
-    for row_no, row in enumerate(dataset, start=1):
-        pid = _req_str(row, id_field, Path(name), row_no)
-        if pid in corpus:
-            raise DataError(name, row_no, id_field, f"duplicate id {pid!r}")
-        title = _opt_str(row, title_field, Path(name), row_no) if title_field else ""
-        corpus[pid] = Passage(pid, _req_str(row, text_field, Path(name), row_no), title)
-    if not corpus:
-        raise DataError(name, None, None, "empty corpus: no passages")
-    return corpus
-
-
-def queries_from_hf(dataset: Any, id_field: str = "_id", text_field: str = "text") -> dict[str, Query]:
-    """Queries from a Hugging Face ``datasets.Dataset`` (or any iterable of mappings)."""
-    name = Path("<datasets>")
-    queries: dict[str, Query] = {}
-    for row_no, row in enumerate(dataset, start=1):
-        qid = _req_str(row, id_field, name, row_no)
-        if qid in queries:
-            raise DataError(name, row_no, id_field, f"duplicate id {qid!r}")
-        queries[qid] = Query(qid, _req_str(row, text_field, name, row_no))
-    return queries
+def load_predictions(path: str | Path) -> list[Prediction]:
+    """A predictions JSONL file (``ragtune generator generate`` writes one): ``prediction`` and
+    ``reference`` strings, optional ``id`` (default: the line number) and ``contexts`` (texts or
+    passage objects with a ``text``)."""
+    rows = []
+    for line, obj in read_jsonl(path):
+        for key in ("prediction", "reference"):
+            if not isinstance(obj.get(key), str):
+                raise DataError(path, line, key, "missing or not a string")
+        ctx = obj.get("contexts")
+        if ctx is not None and not (isinstance(ctx, list) and all(isinstance(c, str | dict) for c in ctx)):
+            raise DataError(path, line, "contexts", "expected a list of texts or passage objects")
+        texts = None if ctx is None else [c if isinstance(c, str) else str(c.get("text", "")) for c in ctx]
+        rows.append(Prediction(str(obj.get("id", line)), obj["prediction"], obj["reference"], texts))
+    if not rows:
+        raise DataError(path, None, None, "no predictions")
+    return rows
 
 
 # ------------------------------------------------------------------------------- triplets and QA

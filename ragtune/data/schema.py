@@ -66,3 +66,13 @@ class QAExample:
     contexts: tuple[Passage, ...] = ()
     positive_ids: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A generated answer to score: its reference and, optionally, the passage texts it was given."""
+
+    id: str
+    prediction: str
+    reference: str
+    contexts: list[str] | None = None

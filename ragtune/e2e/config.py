@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ragtune.generator.config import GenerateConfig, ModelConfig, PeftConfig, PromptConfig, RaftConfig
+from ragtune.config import LoggingConfig, setting
+from ragtune.generator.config import GenerateConfig, ModelConfig, PeftConfig, PromptConfig, RaftMix
 from ragtune.precision import Precision
+
+# Every field is `setting(default, help=...)`, which returns dataclasses.field(...): not a call in a default.
 
 
 @dataclass
@@ -15,15 +18,22 @@ class DataConfig:
     """A corpus and QA JSONL files whose examples name their gold passages (``positive_ids`` into the
     corpus, or ``contexts``); ``ragtune data convert`` writes this layout."""
 
-    corpus: Path | None = None  # corpus.jsonl or a BEIR folder holding one
-    train: Path | None = None  # QA JSONL: the questions the loop trains on
-    eval: Path | None = None  # QA JSONL: held-out questions, evaluated after every round
-    max_train: int = 0  # use only the first N training questions (0: all)
-    max_eval: int = 0  # use only the first N evaluation questions (0: all)
+    corpus: Path | None = setting(None, help="corpus.jsonl or a BEIR folder holding one")
+    train: Path | None = setting(None, help="QA JSONL: the questions the loop trains on")
+    eval: Path | None = setting(None, help="QA JSONL: held-out questions, evaluated after every round")
+    max_train: int = setting(0, help="use only the first N training questions (0: all)")
+    max_eval: int = setting(0, help="use only the first N evaluation questions (0: all)")
 
     def __post_init__(self) -> None:
         if self.max_train < 0 or self.max_eval < 0:
             raise ValueError("data.max_train and data.max_eval must be >= 0")
+
+
+def _check_optimiser(part: str, warmup_ratio: float, weight_decay: float, max_grad_norm: float) -> None:
+    if not 0.0 <= warmup_ratio < 1.0:
+        raise ValueError(f"{part}.warmup_ratio must be in [0, 1)")
+    if weight_decay < 0 or max_grad_norm < 0:
+        raise ValueError(f"{part}.weight_decay and {part}.max_grad_norm must be >= 0")
 
 
 @dataclass
@@ -34,19 +44,34 @@ class RetrieverStep:
     trains one shared encoder for queries and passages, and the index is refreshed (``refresh``).
     """
 
-    model: str = "sentence-transformers/all-MiniLM-L6-v2"  # passage encoder (and query encoder)
-    query_model: str | None = None  # start the query encoder from here instead (mode=query)
-    enabled: bool = True  # False: the retriever stays as loaded
-    mode: Literal["query", "both"] = "query"
-    loss: Literal["lsr", "pdist"] = "lsr"
-    tau: float = 1.0  # temperature of the generator's target distribution
-    gamma: float = 0.05  # temperature of the retriever's distribution (over cosine scores)
-    include_gold: bool = True  # put a gold passage among the K candidates when retrieval missed it
-    epochs: int = 1  # passes over the round's questions
-    batch_size: int = 16
-    lr: float = 2e-5
-    max_query_length: int = 64
-    max_passage_length: int = 256
+    model: str = setting(
+        "sentence-transformers/all-MiniLM-L6-v2", help="passage encoder (and query encoder): name or path"
+    )
+    query_model: str | None = setting(
+        None, help="start the query encoder from here instead (mode=query; null: from model)"
+    )
+    enabled: bool = setting(True, help="train the retriever (false: it stays as loaded)")
+    mode: Literal["query", "both"] = setting(
+        "query", help="train the query encoder only (the index stays valid) or one shared encoder (refreshed)"
+    )
+    loss: Literal["lsr", "pdist"] = setting(
+        "lsr", help="LM-supervised retrieval (REPLUG LSR) or perplexity distillation (Atlas PDist)"
+    )
+    tau: float = setting(1.0, help="temperature of the generator's target distribution")
+    gamma: float = setting(0.05, help="temperature of the retriever's distribution (over cosine scores)")
+    include_gold: bool = setting(
+        True, help="put a gold passage among the top_k candidates when retrieval missed it"
+    )
+    epochs: int = setting(1, help="passes over the round's questions")
+    batch_size: int = setting(16, help="questions per optimiser step")
+    lr: float = setting(2e-5, help="AdamW learning rate")
+    warmup_ratio: float = setting(
+        0.0, help="linear warm-up over this share of a round's steps, then linear decay"
+    )
+    weight_decay: float = setting(0.01, help="AdamW decoupled weight decay")
+    max_grad_norm: float = setting(0.0, help="clip the gradient norm to this (0: no clipping)")
+    max_query_length: int = setting(64, help="tokens of a query; longer queries are truncated")
+    max_passage_length: int = setting(256, help="tokens of a passage; longer ones are truncated")
 
     def __post_init__(self) -> None:
         if not self.tau > 0 or not self.gamma > 0:
@@ -55,28 +80,59 @@ class RetrieverStep:
             raise ValueError("retriever.epochs and retriever.batch_size must be >= 1")
         if self.lr <= 0:
             raise ValueError("retriever.lr must be > 0")
+        _check_optimiser("retriever", self.warmup_ratio, self.weight_decay, self.max_grad_norm)
         if self.query_model is not None and self.mode == "both":
             raise ValueError("retriever.query_model needs mode=query (mode=both shares one encoder)")
+
+
+@dataclass
+class JointRaft(RaftMix):
+    """RAFT contexts of the joint loop: the generator's mix, with 2 distractors by default."""
+
+    num_distractors: int = setting(
+        2, help="distractor passages shown per question (the retriever's top non-gold ones)"
+    )
+
+
+@dataclass
+class JointGenerate(GenerateConfig):
+    """Decoding of the joint loop's evaluation answers: short answers, 64 new tokens by default."""
+
+    max_new_tokens: int = setting(64, help="most tokens generated per answer")
 
 
 @dataclass
 class GeneratorStep:
     """LoRA (or any peft method) SFT on (question + the current retriever's passages -> answer)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    peft: PeftConfig = field(default_factory=PeftConfig)
-    # RAFT contexts are always on here (raft.enabled and raft.distractors are not read): the
-    # distractors are the current retriever's top non-gold passages.
-    raft: RaftConfig = field(default_factory=lambda: RaftConfig(enabled=True, p_gold=0.8, num_distractors=2))
-    generate: GenerateConfig = field(default_factory=lambda: GenerateConfig(max_new_tokens=64))
-    enabled: bool = True  # False: the generator stays as loaded
-    adapter: Path | None = None  # start from this trained adapter (e.g. of another run)
-    epochs: int = 1  # passes over the round's questions
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 2e-4
-    score_batch_size: int = 16  # examples per forward pass when scoring passages for the retriever
+    model: ModelConfig = setting(factory=ModelConfig, help="the causal LM, as the generator's model section")
+    prompt: PromptConfig = setting(factory=PromptConfig, help="the prompt, as the generator's prompt section")
+    peft: PeftConfig = setting(
+        factory=PeftConfig, help="the fine-tuning method, as the generator's peft section"
+    )
+    # always on here: the distractors are the current retriever's top non-gold passages, minus the
+    # generator-flagged false negatives
+    raft: JointRaft = setting(
+        factory=JointRaft,
+        help="RAFT contexts, always on: distractors are the current retriever's top non-gold passages",
+    )
+    generate: JointGenerate = setting(factory=JointGenerate, help="decoding of the evaluation answers")
+    enabled: bool = setting(True, help="train the generator (false: it stays as loaded)")
+    adapter: Path | None = setting(
+        None, help="start from this trained adapter, e.g. of another run (null: a fresh one)"
+    )
+    epochs: int = setting(1, help="passes over the round's questions")
+    batch_size: int = setting(4, help="examples per forward pass")
+    grad_accum: int = setting(1, help="forward passes per optimiser step")
+    lr: float = setting(2e-4, help="AdamW learning rate")
+    warmup_ratio: float = setting(
+        0.0, help="linear warm-up over this share of a round's steps, then linear decay"
+    )
+    weight_decay: float = setting(0.0, help="AdamW decoupled weight decay")
+    max_grad_norm: float = setting(1.0, help="clip the gradient norm to this (0: no clipping)")
+    score_batch_size: int = setting(
+        16, help="examples per forward pass when scoring passages for the retriever"
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "score_batch_size"):
@@ -84,6 +140,7 @@ class GeneratorStep:
                 raise ValueError(f"generator.{name} must be >= 1")
         if self.lr <= 0:
             raise ValueError("generator.lr must be > 0")
+        _check_optimiser("generator", self.warmup_ratio, self.weight_decay, self.max_grad_norm)
 
 
 @dataclass
@@ -95,11 +152,15 @@ class RefreshConfig:
     index is rebuilt when ``every`` rounds have passed or a measurement crosses its threshold.
     """
 
-    every: int = 1  # rebuild every N rounds (0: only on drift)
-    min_cosine: float | None = 0.99  # rebuild when the probe passages' mean cosine falls below this
-    min_overlap: float | None = None  # rebuild when the probe queries' top-k overlap falls below this
-    probe_passages: int = 256
-    probe_queries: int = 64
+    every: int = setting(1, help="rebuild every N rounds (0: only on drift)")
+    min_cosine: float | None = setting(
+        0.99, help="rebuild when the probe passages' mean cosine falls below this (null: not checked)"
+    )
+    min_overlap: float | None = setting(
+        None, help="rebuild when the probe queries' top-k overlap falls below this (null: not checked)"
+    )
+    probe_passages: int = setting(256, help="passages re-encoded to measure drift")
+    probe_queries: int = setting(64, help="queries whose top-k is compared between old and fresh index")
 
     def __post_init__(self) -> None:
         if self.every < 0:
@@ -112,9 +173,13 @@ class RefreshConfig:
 class EvalConfig:
     """Held-out evaluation after round 0 (before any update) and after every round."""
 
-    ks: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20])
-    rounds: Literal["all", "last"] = "all"  # last: evaluate only after the final round
-    correct_rouge_l: float = 0.3  # an answer counts as right at or above this ROUGE-L (error split)
+    ks: list[int] = setting(factory=lambda: [1, 3, 5, 10, 20], help="retrieval metric cut-offs k")
+    rounds: Literal["all", "last"] = setting(
+        "all", help="evaluate after every round, or only after the final one (round 0 always)"
+    )
+    correct_rouge_l: float = setting(
+        0.3, help="an answer counts as right at or above this ROUGE-L (error split)"
+    )
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):
@@ -127,8 +192,12 @@ class FalseNegativeConfig:
     likelihood of the gold answer at least ``ratio`` times as much as the gold passage does is a
     likely unlabelled positive, and is dropped from the distractors and negatives."""
 
-    enabled: bool = True
-    ratio: float = 0.9
+    enabled: bool = setting(
+        True, help="drop generator-flagged false negatives from distractors and negatives"
+    )
+    ratio: float = setting(
+        0.9, help="flag a passage raising the answer's likelihood >= ratio x the gold passage's gain"
+    )
 
     def __post_init__(self) -> None:
         if not self.ratio > 0:
@@ -139,20 +208,31 @@ class FalseNegativeConfig:
 class E2EConfig:
     """Top-level joint-tuning config."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    rounds: int = 2
-    questions_per_round: int = 0  # a seeded sample of the training questions per round (0: all)
-    top_k: int = 3  # passages retrieved per question: the generator's context and the LSR candidates
-    retriever: RetrieverStep = field(default_factory=RetrieverStep)
-    generator: GeneratorStep = field(default_factory=GeneratorStep)
-    refresh: RefreshConfig = field(default_factory=RefreshConfig)
-    false_negatives: FalseNegativeConfig = field(default_factory=FalseNegativeConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    output_dir: Path = Path("runs/e2e")
-    seed: int = 0
-    # auto: bf16 where it is native (AMX / AVX512-BF16 CPU, bf16 GPU), else fp32 (ragtune.precision);
+    data: DataConfig = setting(factory=DataConfig, help="corpus and QA files with gold passages")
+    rounds: int = setting(2, help="rounds after round 0 (0: evaluate the starting models only)")
+    questions_per_round: int = setting(0, help="a seeded sample of the training questions per round (0: all)")
+    top_k: int = setting(
+        3, help="passages retrieved per question: the generator's context and the LSR candidates"
+    )
+    retriever: RetrieverStep = setting(factory=RetrieverStep, help="the retriever step (LM-supervised)")
+    generator: GeneratorStep = setting(
+        factory=GeneratorStep, help="the generator step (SFT on RAFT contexts)"
+    )
+    refresh: RefreshConfig = setting(factory=RefreshConfig, help="when the index is re-encoded (mode=both)")
+    false_negatives: FalseNegativeConfig = setting(
+        factory=FalseNegativeConfig, help="generator-checked negatives"
+    )
+    eval: EvalConfig = setting(factory=EvalConfig, help="held-out evaluation after every round")
+    logging: LoggingConfig = setting(factory=LoggingConfig, help="where metrics go besides history.jsonl")
+    output_dir: Path = setting(
+        Path("runs/e2e"), help="folder for the run: checkpoints, rounds, report, models"
+    )
+    seed: int = setting(0, help="seed of every stage: each reseeds from (seed, round, stage)")
     # one setting for every stage: training and scoring under autocast, encoding and generation in bf16.
-    precision: Precision = "auto"
+    precision: Precision = setting(
+        "auto",
+        help="auto: bf16 where native (AMX / AVX512-BF16 CPU, bf16 GPU), else fp32",
+    )
 
     def __post_init__(self) -> None:
         if self.rounds < 0:

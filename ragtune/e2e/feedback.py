@@ -8,25 +8,18 @@ Language Models"; RA-DIT, Lin et al., 2023, "RA-DIT: Retrieval-Augmented Dual In
 Tuning"). Atlas's perplexity distillation (Izacard et al., 2022, "Atlas: Few-shot Learning with
 Retrieval Augmented Language Models") is the same loss on the per-token mean log-likelihood.
 
-:func:`generator_feedback` computes the generator's scores with any ``loglik`` callable of the
-:class:`ragtune.generator.likelihood.AnswerLikelihood` interface; :func:`likely_false_negatives`
-uses the same scores to spot mined negatives that help the generator as much as the gold passage.
+:func:`likely_false_negatives` uses the generator's scores (:mod:`ragtune.generator.scoring`) to
+spot retrieved negatives that help the generator as much as the gold passage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from ragtune.data.schema import Passage
-from ragtune.generator.prompt import user_message
-
-__all__ = ["default_prompt", "generator_feedback", "likely_false_negatives", "lsr_loss", "pdist_loss"]
-
-LogLik = Callable[[Sequence[tuple[str, str]]], list[tuple[float, int]]]
-PassageLike = Passage | str | None
+__all__ = ["likely_false_negatives", "lsr_loss", "pdist_loss"]
 
 
 def lsr_loss(
@@ -138,63 +131,6 @@ def pdist_loss(
     return lsr_loss(retriever_scores, normalised, tau=tau, gamma=gamma, mask=mask)
 
 
-def default_prompt(question: str, passage: PassageLike) -> str:
-    """The generator's user message for one passage (none for ``None``), as in training:
-    :func:`ragtune.generator.prompt.user_message`. A ``str`` is a passage text without a title."""
-    if passage is None:
-        return user_message(question, [])
-    if isinstance(passage, str):
-        passage = Passage(id="", text=passage)
-    return user_message(question, [passage])
-
-
-def generator_feedback(
-    loglik: LogLik,
-    questions: Sequence[str],
-    passages_per_question: Sequence[Sequence[PassageLike]],
-    answers: Sequence[str],
-    prompt_fn: Callable[[str, PassageLike], str] = default_prompt,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The generator's log-likelihood of each gold answer given each of its question's passages.
-
-    Builds one ``(prompt_fn(question, passage), answer)`` pair per (question, passage), row-major,
-    and scores them all with one call of ``loglik`` (the
-    :class:`ragtune.generator.likelihood.AnswerLikelihood` interface: pairs -> ``[(sum_logprob,
-    n_tokens), ...]``, which batches and sorts by length itself). A ``None`` passage gives the
-    no-passage prompt with the default ``prompt_fn``: the baseline of :func:`likely_false_negatives`.
-
-    Args:
-        loglik: the scorer.
-        questions: B question texts.
-        passages_per_question: B lists of K passages each (the same K for every question).
-        answers: B gold answers.
-        prompt_fn: ``(question, passage) -> prompt``; defaults to :func:`default_prompt`.
-    Returns:
-        ``(lm_logprob_sum [B, K] float32, n_tokens [B, K] int64)``; the first is ``lm_scores`` of
-        :func:`lsr_loss`, both together the inputs of :func:`pdist_loss`.
-    """
-    if not len(questions) == len(passages_per_question) == len(answers):
-        raise ValueError(
-            f"questions, passages_per_question and answers differ in length: {len(questions)}, "
-            f"{len(passages_per_question)}, {len(answers)}"
-        )
-    ks = {len(p) for p in passages_per_question}
-    if len(ks) > 1:
-        raise ValueError(f"every question needs the same number of passages K, got {sorted(ks)}")
-    b, k = len(questions), (ks.pop() if ks else 0)
-    pairs = [
-        (prompt_fn(q, p), a)
-        for q, passages, a in zip(questions, passages_per_question, answers)
-        for p in passages
-    ]
-    scored = loglik(pairs) if pairs else []
-    if len(scored) != len(pairs):
-        raise ValueError(f"loglik returned {len(scored)} scores for {len(pairs)} pairs")
-    sums = torch.tensor([float(s) for s, _ in scored], dtype=torch.float32).reshape(b, k)
-    counts = torch.tensor([int(n) for _, n in scored], dtype=torch.int64).reshape(b, k)
-    return sums, counts
-
-
 def likely_false_negatives(
     gold_gain: float, candidate_gain: Sequence[float] | np.ndarray, ratio: float = 0.9
 ) -> list[bool]:
@@ -202,7 +138,7 @@ def likely_false_negatives(
 
     A passage's *gain* is how much it raises the generator's log-likelihood of the gold answer over
     no passage: ``gain(p) = log p(answer | question, p) - log p(answer | question)`` (both from
-    :func:`generator_feedback`, in the same units: sums, or both per-token means). Candidate i is
+    the joint loop's generator scores, in the same units: sums, or both per-token means). Candidate i is
     flagged when
 
         ``gold_gain > 0  and  candidate_gain[i] >= ratio * gold_gain``

@@ -6,18 +6,16 @@ encoder goes stale (the query encoder drifts away from it). RA-DIT and REALM (Gu
 few hundred steps; Atlas (Izacard et al., 2022) re-indexes on a schedule as well. Here the index is
 rebuilt on a schedule or when a probe sample says the retriever has drifted: the mean cosine between
 old and new embeddings of the same probe passages (:func:`embedding_drift`), or the overlap of the
-old and new top-k results of probe queries (:func:`recall_overlap`). :func:`moved_passages` lists
-the passages whose embedding moved past a threshold, for replacing only those rows of the index.
+old and new top-k results of probe queries (:func:`ragtune.eval.ir.topk_overlap`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["embedding_drift", "moved_passages", "recall_overlap", "row_cosine", "should_refresh"]
+__all__ = ["embedding_drift", "row_cosine", "should_refresh"]
 
 
 def _as_matrix(x: Any, name: str) -> np.ndarray:
@@ -62,37 +60,6 @@ def embedding_drift(old: Any, new: Any) -> float:
     return float(cos.mean())
 
 
-def recall_overlap(
-    old_hits: Sequence[Sequence[Hashable]], new_hits: Sequence[Sequence[Hashable]], k: int
-) -> float:
-    """Mean over probe queries of ``|top-k old ∩ top-k new| / k``: how much of the old index's
-    results the current retriever still returns.
-
-    Args:
-        old_hits: per probe query, the ranked passage ids (or row numbers) from the old index.
-        new_hits: the same queries' ranked ids from the current retriever and a fresh encoding.
-        k: cut-off, > 0.
-    Returns:
-        a float in [0, 1]; 1.0 when every query's top-k set is unchanged. When a list holds fewer
-        than k hits (a corpus smaller than k), the denominator is the longer of the two cut lists,
-        so that identical short lists still give 1.0 (two empty lists count as unchanged).
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if len(old_hits) != len(new_hits):
-        raise ValueError(
-            f"old_hits and new_hits differ in number of queries: {len(old_hits)}, {len(new_hits)}"
-        )
-    if len(old_hits) == 0:
-        raise ValueError("need at least one probe query to measure recall overlap")
-    total = 0.0
-    for old, new in zip(old_hits, new_hits):
-        a, b = list(old)[:k], list(new)[:k]
-        denom = max(len(a), len(b))
-        total += 1.0 if denom == 0 else len(set(a) & set(b)) / denom
-    return total / len(old_hits)
-
-
 def should_refresh(
     step: int,
     every: int,
@@ -108,7 +75,7 @@ def should_refresh(
     - ``"schedule"``: ``every > 0`` and ``step > 0`` and ``step % every == 0`` (step 0, before any
       update, never refreshes on the schedule; ``every = 0`` turns the schedule off);
     - ``"drift"``: the probe passages' mean cosine ``drift_cos`` (:func:`embedding_drift`) is below
-      ``cos_threshold``, or the probe queries' ``overlap`` (:func:`recall_overlap`) is below
+      ``cos_threshold``, or the probe queries' ``overlap`` (:func:`ragtune.eval.ir.topk_overlap`) is below
       ``overlap_threshold``. A measurement or threshold left ``None`` is not checked.
 
     Returns:
@@ -129,17 +96,3 @@ def should_refresh(
     if overlap is not None and overlap_threshold is not None and overlap < overlap_threshold:
         return True, "drift"
     return False, ""
-
-
-def moved_passages(old: Any, new: Any, threshold: float) -> np.ndarray:
-    """Indices (int64, ascending) of the rows whose cosine between ``old [N, D]`` and ``new [N, D]``
-    is below ``threshold``: the passages whose index vectors to replace in a partial refresh.
-
-    Finding them needs ``new`` embeddings of the passages, so the saving is in the index update
-    (replace only these rows of the FAISS index) and in what a resumable run must write, not in
-    encoding. Keeping the old vectors of the other rows leaves an index that mixes two encoder
-    versions, each kept row within cosine ``threshold`` of its fresh embedding.
-    """
-    if not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [-1, 1], got {threshold}")
-    return np.flatnonzero(row_cosine(old, new) < threshold).astype(np.int64)

@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 
+from ragtune.data.schema import Prediction
+
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 _ROUGE_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
 _PUNCT = set(string.punctuation)
@@ -109,3 +111,20 @@ def decision_accuracy(predictions: Sequence[str], gold: Sequence[str]) -> dict[s
         "decision_accuracy": sum(s == g for s, g in stated) / len(stated) if stated else 0.0,
         "decision_coverage": len(stated) / len(predictions) if predictions else 0.0,
     }
+
+
+def score_predictions(rows: Sequence[Prediction]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """:func:`evaluate_generation` of predictions with ids, plus the lexical faithfulness
+    (:func:`ragtune.eval.faithfulness.lexical_faithfulness`) of those that carry their contexts,
+    averaged over them. Returns ``(metrics, per-id metrics)``."""
+    from ragtune.eval.faithfulness import lexical_faithfulness
+
+    metrics, per = evaluate_generation(
+        [r.prediction for r in rows], [r.reference for r in rows], [r.id for r in rows]
+    )
+    with_ctx = [r for r in rows if r.contexts is not None]
+    for r in with_ctx:
+        per[r.id]["faithfulness"] = lexical_faithfulness(r.prediction, r.contexts)
+    if with_ctx:
+        metrics["faithfulness"] = sum(per[r.id]["faithfulness"] for r in with_ctx) / len(with_ctx)
+    return metrics, per

@@ -23,7 +23,7 @@ This module imports neither torch nor any model code.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 DEFAULT_KS: tuple[int, ...] = (1, 3, 5, 10, 20, 100)
@@ -137,10 +137,33 @@ def evaluate_run(
     return IRResult(averaged, per_query, n)
 
 
-def top_k(run: Mapping[str, Mapping[str, float]], k: int) -> dict[str, dict[str, float]]:
-    """The run cut to each query's ``k`` best documents (trec_eval order)."""
-    out = {}
-    for qid, docs in run.items():
-        keep = rank_documents(docs)[:k]
-        out[qid] = {d: docs[d] for d in keep}
-    return out
+def topk_overlap(
+    old_hits: Sequence[Sequence[Hashable]], new_hits: Sequence[Sequence[Hashable]], k: int
+) -> float:
+    """Mean over queries of ``|top-k old ∩ top-k new| / k``: how much of one ranking's top k another
+    returns (an approximate index against exact search; a drifted retriever against its old index).
+
+    Args:
+        old_hits: per query, the reference ranking (ids or row numbers, best first).
+        new_hits: the same queries' other ranking; entries absent from ``old_hits`` (such as FAISS's
+            ``-1`` for a missing result) count as misses.
+        k: cut-off, > 0.
+    Returns:
+        a float in [0, 1]. When a list holds fewer than k hits (a corpus smaller than k), the
+        denominator is the longer of the two cut lists, so that identical short lists give 1.0
+        (two empty lists count as unchanged).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if len(old_hits) != len(new_hits):
+        raise ValueError(
+            f"old_hits and new_hits differ in number of queries: {len(old_hits)}, {len(new_hits)}"
+        )
+    if len(old_hits) == 0:
+        raise ValueError("need at least one query to measure top-k overlap")
+    total = 0.0
+    for old, new in zip(old_hits, new_hits, strict=True):
+        a, b = list(old)[:k], list(new)[:k]
+        denom = max(len(a), len(b))
+        total += 1.0 if denom == 0 else len(set(a) & set(b)) / denom
+    return total / len(old_hits)

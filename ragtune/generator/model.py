@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ragtune.errors import UserError
 from ragtune.generator.config import ModelConfig, PeftConfig
 from ragtune.models import resolve_model
 
@@ -43,6 +44,31 @@ def load_base(cfg: ModelConfig, path: str | Path | None = None) -> PreTrainedMod
         use_safetensors=True,
     )
     return model
+
+
+# What ragtune knows of each fine-tuning method, in one place.
+MERGEABLE = ("lora", "ia3")  # folded into the base weights by merge_and_unload()
+PROMPT_LEARNING = ("prefix", "prompt")  # virtual tokens before the input; nothing to merge
+
+
+def output_folder(method: str) -> str:
+    """Where ``generator train`` writes the trained model: ``model/`` (full fine-tuning, a
+    transformers folder) or ``adapter/`` (a peft adapter folder)."""
+    return "model" if method == "full" else "adapter"
+
+
+def merged_for_inference(model: torch.nn.Module, method: str) -> torch.nn.Module:
+    """``model`` with a LoRA / IA3 adapter folded into its weights (faster to run); other methods'
+    models unchanged. Merges in place: pass a copy to keep training the adapter."""
+    return model.merge_and_unload() if method in MERGEABLE else model
+
+
+def n_virtual_tokens(model: torch.nn.Module) -> int:
+    """Soft-prompt tokens that prompt tuning puts before the input (0 for other methods)."""
+    cfg = getattr(model, "active_peft_config", None)
+    if cfg is not None and cfg.peft_type.value == "PROMPT_TUNING":
+        return int(cfg.num_virtual_tokens)
+    return 0
 
 
 def apply_peft(model: PreTrainedModel, cfg: PeftConfig) -> torch.nn.Module:
@@ -79,7 +105,7 @@ def require_safetensors(path: str | Path) -> Path:
     is refused, since unpickling a file can run code."""
     path = Path(path)
     if not (path / "adapter_model.safetensors").is_file():
-        raise ValueError(
+        raise UserError(
             f"{path}: no adapter_model.safetensors (ragtune loads adapters from safetensors only, "
             "never a pickled adapter_model.bin; convert it with safetensors first)"
         )

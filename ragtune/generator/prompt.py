@@ -35,6 +35,23 @@ def user_message(question: str, passages: Sequence[Passage]) -> str:
     return f"Passages:\n{format_passages(passages)}\n\nQuestion: {question}"
 
 
+def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The tokens that close an assistant turn: what the chat template writes after a reply
+    (``<|im_end|>`` for ChatML), found by rendering a probe conversation; EOS without a template."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    if not getattr(tokenizer, "chat_template", None):
+        return eos
+    probe = "Probe"
+    messages = [{"role": "user", "content": "Q"}]
+    prefix = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": probe}], tokenize=False)
+    if not full.startswith(prefix + probe):
+        return eos
+    suffix = full[len(prefix) + len(probe) :].rstrip()
+    ids = tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
+    return ids or eos
+
+
 @dataclass(frozen=True)
 class EncodedExample:
     """Token ids of one example, its labels (``IGNORE_INDEX`` on the prompt) and what was kept."""
@@ -59,23 +76,7 @@ class PromptEncoder:
         self.cfg = cfg
         self.max_length = max_length
         self.use_chat_template = bool(getattr(tokenizer, "chat_template", None))
-        self.end_ids = self._end_of_turn_ids()
-
-    def _end_of_turn_ids(self) -> list[int]:
-        eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
-        if not self.use_chat_template:
-            return eos
-        probe = "Probe"
-        messages = [{"role": "user", "content": "Q"}]
-        prefix = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        full = self.tokenizer.apply_chat_template(
-            [*messages, {"role": "assistant", "content": probe}], tokenize=False
-        )
-        if not full.startswith(prefix + probe):
-            return eos
-        suffix = full[len(prefix) + len(probe) :].rstrip()
-        ids = self.tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
-        return ids or eos
+        self.end_ids = end_of_turn_ids(tokenizer)
 
     def render(self, question: str, passages: Sequence[Passage]) -> str:
         """The prompt text, ending where the answer starts."""

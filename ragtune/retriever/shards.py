@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ragtune import distributed as dist
 from ragtune.data.io import atomic_write_text
+from ragtune.errors import UserError
 
 FORMAT = "ragtune-embedding-shards"
 MANIFEST = "embeddings.json"
@@ -54,13 +55,13 @@ class EmbeddingShards:
             raise FileNotFoundError(f"{path}: not found (the store is incomplete or not a shard folder)")
         meta = json.loads(path.read_text())
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a {FORMAT} manifest")
+            raise UserError(f"{path}: not a {FORMAT} manifest")
         self.meta = meta
         self.n, self.dim, self.dtype = int(meta["n"]), int(meta["dim"]), str(meta["dtype"])
         self.files = [self.folder / s["file"] for s in meta["shards"]]
         self.sizes = [int(s["rows"]) for s in meta["shards"]]
         if sum(self.sizes) != self.n:
-            raise ValueError(f"{path}: shard sizes add up to {sum(self.sizes)}, not n={self.n}")
+            raise UserError(f"{path}: shard sizes add up to {sum(self.sizes)}, not n={self.n}")
 
     def __len__(self) -> int:
         return self.n
@@ -69,7 +70,7 @@ class EmbeddingShards:
         """Shard ``k`` as a read-only memory map ``[rows, dim]``."""
         array = np.load(self.files[k], mmap_mode="r", allow_pickle=False)
         if array.shape != (self.sizes[k], self.dim):
-            raise ValueError(f"{self.files[k]}: shape {array.shape}, expected {(self.sizes[k], self.dim)}")
+            raise UserError(f"{self.files[k]}: shape {array.shape}, expected {(self.sizes[k], self.dim)}")
         return array
 
     def chunks(self) -> Iterator[np.ndarray]:
@@ -87,10 +88,6 @@ class EmbeddingShards:
             if hi > lo:
                 out[lo:hi] = self.shard(k)[idx[lo:hi] - bounds[k]]
         return out
-
-    def to_array(self) -> np.ndarray:
-        """All vectors in memory, float32 ``[n, dim]``."""
-        return np.concatenate(list(self.chunks())) if self.files else np.zeros((0, self.dim), np.float32)
 
 
 def encode_to_shards(
@@ -127,7 +124,7 @@ def encode_to_shards(
         if (folder / PLAN).exists():
             old = json.loads((folder / PLAN).read_text())
             if old != plan:
-                raise ValueError(
+                raise UserError(
                     f"{folder} holds embeddings of other texts or settings ({PLAN} differs); "
                     "use another folder or delete it"
                 )

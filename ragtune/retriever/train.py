@@ -25,38 +25,28 @@ and ends with the same weights as an unbroken run.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
-import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
-from tqdm.auto import tqdm
 
 from ragtune import distributed as dist
-from ragtune.data.io import atomic_write_text, load_beir, load_triplets, save_dir_atomically
+from ragtune.data.io import load_beir, load_triplets
 from ragtune.data.schema import Passage, Query, Triplet
+from ragtune.errors import UserError
 from ragtune.eval.ir import evaluate_run
 from ragtune.models import resolve_model
-from ragtune.precision import autocast, hardware
+from ragtune.precision import autocast
 from ragtune.retriever.config import RetrieverConfig
 from ragtune.retriever.losses import false_negative_mask, info_nce_loss
-from ragtune.training import (
-    finish_step,
-    linear_schedule,
-    load_state,
-    record_validation,
-    save_state,
-    start_run,
-    trim_history,
-)
+from ragtune.retriever.model import encode_with_graph
+from ragtune.training import Plan, Run, adamw, epoch_batches
 
 log = logging.getLogger(__name__)
 
@@ -119,26 +109,10 @@ def split_validation(
 def batch_order(
     examples: Sequence[Example], batch_size: int, seed: int, epoch: int, group_by_length: bool
 ) -> list[list[int]]:
-    """The batches of one epoch as lists of example indices; a pure function of (seed, epoch).
-
-    With ``group_by_length``, examples are shuffled, cut into mega-batches of 50 batches, sorted by
-    passage length inside each, split into batches, and the batch order is shuffled again.
-    """
-    rng = random.Random(seed * 100_003 + epoch)
-    idx = list(range(len(examples)))
-    rng.shuffle(idx)
-    if group_by_length:
-        mega = batch_size * 50
-        grouped = []
-        for s in range(0, len(idx), mega):
-            chunk = idx[s : s + mega]
-            chunk.sort(key=lambda i: len(examples[i].positive.full_text()), reverse=True)
-            grouped.extend(chunk)
-        idx = grouped
-    batches = [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
-    if group_by_length:
-        rng.shuffle(batches)
-    return batches
+    """The batches of one epoch as lists of example indices (:func:`ragtune.training.epoch_batches`;
+    length grouping by positive passage length, in chunks of 50 batches)."""
+    lengths = [len(e.positive.full_text()) for e in examples]
+    return epoch_batches(lengths, batch_size, seed, epoch, group_by_length, chunk_batches=50)
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -158,18 +132,6 @@ def load_for_training(cfg: RetrieverConfig, path: str | Path | None = None) -> S
             if isinstance(module, torch.nn.Dropout):
                 module.p = cfg.train.dropout
     return model
-
-
-def encode_with_graph(model: SentenceTransformer, texts: list[str], max_length: int) -> torch.Tensor:
-    """Embeddings ``[len(texts), dim]`` with a graph (the caller decides grad / autocast); an empty
-    list gives a ``[0, dim]`` leaf that requires grad (a process whose shard of a batch is empty)."""
-    if not texts:
-        dim = model.get_sentence_embedding_dimension()
-        return torch.zeros(0, dim, device=model.device, requires_grad=torch.is_grad_enabled())
-    model.max_seq_length = max_length
-    features = model.preprocess(texts)
-    features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
-    return model(features)["sentence_embedding"]
 
 
 def _batch_tensors(cfg: RetrieverConfig, batch: Sequence[Example]):
@@ -263,159 +225,69 @@ class Validator:
         return evaluate_run(run, self.qrels, ks=(10, 100), metrics=("nDCG", "Recall", "MRR")).metrics
 
 
-# ---------------------------------------------------------------------------------- checkpoints
-
-
-def _save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> None:
-    def write(tmp: Path) -> None:
-        model.save(str(tmp / "model"))
-        save_state(
-            {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-            },
-            tmp / "optimizer.safetensors",
-        )
-        (tmp / "state.json").write_text(json.dumps(state))
-
-    save_dir_atomically(folder, write)
-
-
 # ------------------------------------------------------------------------------------------ train
+
+
+class ContrastiveTask:
+    """The bi-encoder's part of the training loop (:class:`ragtune.training.Task`)."""
+
+    name, unit, metric, higher_is_better = "retriever", "pairs", "nDCG@10", True
+
+    def __init__(
+        self,
+        cfg: RetrieverConfig,
+        model: SentenceTransformer,
+        examples: list[Example],
+        validator: Validator | None,
+    ):
+        self.cfg, self.model, self.examples, self.validator = cfg, model, examples, validator
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def epoch_steps(self, epoch: int) -> list[list[int]]:
+        t = self.cfg.train
+        return batch_order(self.examples, t.batch_size, self.cfg.seed, epoch, t.group_by_length)
+
+    def backward(self, batch: list[int]) -> tuple[float, int]:
+        return step_loss(self.model, self.cfg, [self.examples[i] for i in batch]), len(batch)
+
+    def validate(self) -> tuple[float, dict[str, Any]] | None:
+        if self.validator is None:
+            return None
+        metrics = self.validator(self.model)
+        return metrics["nDCG@10"], {"val": metrics}
+
+    def save_model(self, folder: Path) -> None:
+        self.model.save(str(folder))
+
+    def checkpoint(self, folder: Path) -> dict[str, Any]:
+        self.model.save(str(folder / "model"))
+        return {}
 
 
 def train(cfg: RetrieverConfig) -> Path:
     """Train the bi-encoder as configured; returns ``cfg.output_dir`` (model in ``model/``)."""
-    dist.setup()
-    out = Path(cfg.output_dir)
-    ckpt = dist.from_main(lambda: start_run(cfg, out))
-    main = dist.is_main()
+    run = Run(cfg)
     t = cfg.train
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-
     triplets, corpus = _training_triplets(cfg)
     train_t, val_t = split_validation(triplets, cfg.data.val_fraction, cfg.seed)
     examples = build_examples(train_t, t.hard_negatives)
     if not examples:
-        raise ValueError("no training examples")
+        raise UserError("no training examples: the triplets or qrels name no positive passage")
     validator = Validator(cfg, val_t, corpus) if val_t else None
-    steps_per_epoch = math.ceil(len(examples) / t.batch_size)
-    total = steps_per_epoch * t.epochs
-    if t.max_steps:
-        total = min(total, t.max_steps)
+    per_epoch = math.ceil(len(examples) / t.batch_size)
+    total = min(per_epoch * t.epochs, t.max_steps or per_epoch * t.epochs)
 
-    resuming = (ckpt / "state.json").exists()
-    if resuming:
-        state = json.loads((ckpt / "state.json").read_text())
-        model = load_for_training(cfg, ckpt / "model")
-        log.info("resuming from %s at step %d", ckpt, state["step"])
-    else:
-        state = {"step": 0, "best": None, "bad_evals": 0, "stopped": False}
-        model = load_for_training(cfg)
+    model = load_for_training(cfg, run.checkpoint / "model" if run.resuming else None)
     if t.compile:
         # Compile the forward only, so the module (and what model.save writes) keeps its type.
         model[0].auto_model.forward = torch.compile(model[0].auto_model.forward, dynamic=True)
-
-    decay = [
-        p
-        for n, p in model.named_parameters()
-        if p.requires_grad and not any(k in n for k in ("bias", "LayerNorm", "norm"))
-    ]
-    no_decay = [
-        p
-        for n, p in model.named_parameters()
-        if p.requires_grad and any(k in n for k in ("bias", "LayerNorm", "norm"))
-    ]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=t.lr,
-    )
-    warmup = int(total * t.warmup_ratio)
-
-    scheduler = linear_schedule(optimizer, total, warmup)
-    if resuming:
-        saved = load_state(ckpt / "optimizer.safetensors")
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
-
-    history = out / "history.jsonl"
-    if main:
-        trim_history(history, resuming, state["step"])
     model.train(t.dropout is None or t.dropout > 0)  # without dropout, eval mode skips mask work
-    eval_every = t.eval_every or steps_per_epoch
-    params = [p for p in model.parameters() if p.requires_grad]
-    bar = tqdm(total=total, initial=state["step"], desc="retriever", unit="step", disable=not main)
-    step_time, step_pairs = 0.0, 0  # time in optimisation steps only (no validation, no checkpoints)
-    window_pairs, window_start = 0, time.perf_counter()
-    while state["step"] < total and not state["stopped"]:
-        epoch, offset = divmod(state["step"], steps_per_epoch)
-        batches = batch_order(examples, t.batch_size, cfg.seed, epoch, t.group_by_length)
-        for batch_idx in batches[offset:]:
-            batch = [examples[i] for i in batch_idx]
-            started = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss = step_loss(model, cfg, batch)
-            dist.sum_gradients(params)
-            if t.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            step_time += time.perf_counter() - started
-            step_pairs += len(batch)
-            state["step"] += 1
-            window_pairs += len(batch)
-            elapsed = time.perf_counter() - window_start
-            record = {
-                "step": state["step"],
-                "epoch": epoch,
-                "loss": loss,
-                "lr": scheduler.get_last_lr()[0],
-                "pairs_per_s": window_pairs / elapsed if elapsed > 0 else 0.0,
-                "processes": dist.world_size(),
-            }
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", pairs_s=f"{record['pairs_per_s']:.1f}")
-            if validator is not None and (state["step"] % eval_every == 0 or state["step"] == total):
-                metrics = dist.from_main(lambda: validator(model))
-                record["val"] = metrics
-                score = metrics["nDCG@10"]
-                log.info("step %d: validation nDCG@10 %.4f", state["step"], score)
-                record_validation(
-                    state,
-                    "nDCG@10",
-                    score,
-                    True,
-                    t.patience,
-                    lambda: main and save_dir_atomically(out / "best", lambda tmp: model.save(str(tmp))),
-                )
-            save = lambda: _save_checkpoint(ckpt, model, optimizer, scheduler, state)  # noqa: E731
-            if finish_step(history, record, state, total, t.save_every, save):
-                break
-    bar.close()
-    if not main:
-        dist.barrier()  # the main process writes the outputs
-        return out
-    final = out / "best" if (out / "best").exists() else None
-    if final is not None:
-        save_dir_atomically(out / "model", lambda tmp: shutil.copytree(final, tmp, dirs_exist_ok=True))
-    else:
-        save_dir_atomically(out / "model", lambda tmp: model.save(str(tmp)))
-    summary = {
-        "steps": state["step"],
-        "examples": len(examples),
-        "validation_queries": len(val_t),
-        "step_seconds_this_process": step_time,
-        "pairs_per_s": step_pairs / step_time if step_time else None,
-        "processes": dist.world_size(),
-        "best": state["best"],
-        "early_stopped": state["stopped"],
-        "hardware": hardware(cfg.precision),
-    }
-    atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
-    log.info("training done: %s", summary)
-    dist.barrier()
-    return out
+    task = ContrastiveTask(cfg, model, examples, validator)
+    optimizer = adamw(model, t.lr, t.weight_decay, decay_norms=False)
+    run.fit(
+        task,
+        optimizer,
+        Plan(total, per_epoch, t.warmup_ratio, t.max_grad_norm, t.eval_every, t.patience, t.save_every),
+    )
+    n_val = len({x.query.id for x in val_t})
+    return run.finish(task, "model", {"examples": len(examples), "validation_queries": n_val})

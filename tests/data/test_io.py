@@ -271,21 +271,3 @@ def test_atomic_writer_leaves_nothing_half_written(tmp_path: Path) -> None:
     with atomic_writer(tmp_path / "new" / "f.txt") as fh:
         fh.write("done")
     assert (tmp_path / "new" / "f.txt").read_text() == "done"
-
-
-def test_corpus_and_queries_from_a_datasets_object() -> None:
-    from datasets import Dataset
-
-    from ragtune.data.io import corpus_from_hf, queries_from_hf
-
-    ds = Dataset.from_dict({"_id": ["a", "b"], "title": ["T", None], "text": ["alpha", "beta"]})
-    corpus = corpus_from_hf(ds)
-    assert list(corpus) == ["a", "b"] and corpus["a"].full_text() == "T\nalpha" and corpus["b"].title == ""
-    other = Dataset.from_dict({"doc": ["x"], "body": ["gamma"]})
-    assert corpus_from_hf(other, id_field="doc", text_field="body", title_field=None)["x"].text == "gamma"
-    with pytest.raises(DataError, match=r":2: field '_id': duplicate id 'a'"):
-        corpus_from_hf(Dataset.from_dict({"_id": ["a", "a"], "text": ["x", "y"]}))
-    with pytest.raises(DataError, match=r":1: field 'text': missing"):
-        corpus_from_hf(Dataset.from_dict({"_id": ["a"], "body": ["x"]}))
-    queries = queries_from_hf(Dataset.from_dict({"_id": [1, 2], "text": ["q1", "q2"]}))
-    assert list(queries) == ["1", "2"] and queries["2"].text == "q2"

@@ -9,13 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ragtune.data.schema import Passage
-from ragtune.e2e.feedback import (
-    default_prompt,
-    generator_feedback,
-    likely_false_negatives,
-    lsr_loss,
-    pdist_loss,
-)
+from ragtune.e2e.feedback import likely_false_negatives, lsr_loss, pdist_loss
 from ragtune.generator.prompt import user_message
 
 
@@ -164,71 +158,37 @@ def test_pdist_masks_zero_token_padding_and_rejects_unmasked_zero_counts() -> No
         pdist_loss(retr, sums, counts[:, :2])
 
 
-# --- generator_feedback --------------------------------------------------------------------------
+# --- the generator's scores ------------------------------------------------------------------------
 
 
-def test_generator_feedback_with_fake_loglik() -> None:
-    calls: list[list[tuple[str, str]]] = []
-
-    def fake_loglik(pairs):
-        calls.append(list(pairs))
-        return [(-len(prompt) / 10, len(answer.split())) for prompt, answer in pairs]
-
-    questions = ["q1", "q2"]
-    passages = [["a", "bbbbb", "cc"], ["dddd", "e", "ffffffffff"]]
-    answers = ["yes", "no it is not"]
-    sums, counts = generator_feedback(fake_loglik, questions, passages, answers, prompt_fn=lambda q, p: p)
-    torch.testing.assert_close(sums, torch.tensor([[-0.1, -0.5, -0.2], [-0.4, -0.1, -1.0]]))
-    assert sums.dtype == torch.float32 and counts.dtype == torch.int64
-    assert counts.tolist() == [[1, 1, 1], [4, 4, 4]]
-    assert len(calls) == 1  # one call, so that the scorer batches across questions
-    assert calls[0][:2] == [("a", "yes"), ("bbbbb", "yes")] and calls[0][3] == ("dddd", "no it is not")
-    # the scores feed the losses directly
-    assert lsr_loss(torch.zeros(2, 3), sums).item() > 0
-
-
-def test_generator_feedback_default_prompt_and_errors() -> None:
-    seen: list[tuple[str, str]] = []
-
-    def fake_loglik(pairs):
-        seen.extend(pairs)
-        return [(-1.0, 1)] * len(pairs)
-
-    p = Passage("d1", "The sky is blue.", "Sky")
-    generator_feedback(fake_loglik, ["What colour?"], [[p, "plain text", None]], ["blue"])
-    assert [prompt for prompt, _ in seen] == [
-        user_message("What colour?", [p]),
-        user_message("What colour?", [Passage("", "plain text")]),
-        user_message("What colour?", []),
-    ]
-    assert default_prompt("Q", None) == "Question: Q"
-    with pytest.raises(ValueError, match="same number of passages"):
-        generator_feedback(fake_loglik, ["a", "b"], [["x"], ["x", "y"]], ["1", "2"])
-    with pytest.raises(ValueError, match="differ in length"):
-        generator_feedback(fake_loglik, ["a"], [["x"], ["y"]], ["1"])
-    with pytest.raises(ValueError, match="returned 1 scores for 2 pairs"):
-        generator_feedback(lambda pairs: [(0.0, 1)], ["a"], [["x", "y"]], ["1"])
-
-
-def test_generator_feedback_with_answer_likelihood_on_tiny_llama() -> None:
+def test_answer_likelihood_equals_a_hand_computed_log_softmax() -> None:
     from ragtune.generator.likelihood import AnswerLikelihood
     from tests.conftest import tiny_llama
 
     model, tokenizer = tiny_llama(
         "Passages : Question [ 1 ] who wrote the book ford trapero wrote it sky blue"
     )
-    scorer = AnswerLikelihood(model.eval(), tokenizer, batch_size=4, precision="fp32")
+    scorer = AnswerLikelihood(model.eval(), tokenizer, batch_size=3, precision="fp32")
     questions = ["who wrote the book", "who wrote it"]
     passages = [["ford wrote the book", "sky blue"], ["trapero wrote it", "the sky"]]
     answers = ["ford", "trapero wrote it"]
-    sums, counts = generator_feedback(scorer, questions, passages, answers)
-    assert sums.shape == counts.shape == (2, 2)
-    assert counts.tolist() == [[2, 2], [4, 4]]  # answer words + end of turn
-    direct = scorer(
-        [(user_message(q, [Passage("", p)]), a) for q, ps, a in zip(questions, passages, answers) for p in ps]
-    )
-    torch.testing.assert_close(sums.flatten(), torch.tensor([s for s, _ in direct]))
-    assert (sums < 0).all() and sums[0, 0] != sums[0, 1]
+    pairs = [
+        (user_message(q, [Passage("", p)]), a) for q, ps, a in zip(questions, passages, answers) for p in ps
+    ]
+    scored = scorer(pairs)
+    assert [n for _, n in scored] == [2, 2, 4, 4]  # answer words + end of turn
+    for (prompt, answer), (total, n) in zip(pairs, scored, strict=True):
+        ids, n_prompt = scorer.encode(prompt, answer)
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0].float()
+        reference = torch.log_softmax(logits[n_prompt - 1 : -1], -1).gather(
+            -1, torch.tensor(ids[n_prompt:])[:, None]
+        )
+        assert total == pytest.approx(float(reference.sum()), abs=1e-4) and n == len(ids) - n_prompt
+    assert all(total < 0 for total, _ in scored) and scored[0][0] != scored[1][0]
+    # the scores feed the losses directly
+    sums = torch.tensor([total for total, _ in scored]).reshape(2, 2)
+    assert lsr_loss(torch.zeros(2, 2), sums).item() > 0
 
 
 # --- likely_false_negatives ----------------------------------------------------------------------

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ragtune.e2e.refresh import embedding_drift, moved_passages, recall_overlap, row_cosine, should_refresh
+from ragtune.e2e.refresh import embedding_drift, row_cosine, should_refresh
+from ragtune.eval.ir import topk_overlap as recall_overlap
 
 
 @pytest.fixture(autouse=True)
@@ -78,14 +79,3 @@ def test_should_refresh_schedule_and_drift() -> None:
         should_refresh(step=1, every=1, cos_threshold=1.5)
     with pytest.raises(ValueError, match="overlap_threshold"):
         should_refresh(step=1, every=1, overlap_threshold=-0.1)
-
-
-def test_moved_passages() -> None:
-    old = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
-    new = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0], [2.0, 2.0]])  # cos 1, 0, 0.707, 1
-    moved = moved_passages(old, new, threshold=0.9)
-    assert moved.dtype == np.int64 and moved.tolist() == [1, 2]
-    assert moved_passages(old, new, threshold=0.5).tolist() == [1]
-    assert moved_passages(old, old, threshold=0.999).tolist() == []
-    with pytest.raises(ValueError, match="threshold"):
-        moved_passages(old, new, threshold=2.0)

@@ -7,13 +7,18 @@ import sys
 
 import pytest
 
-from ragtune.eval.ir import evaluate_run, map_at_k, mrr_at_k, ndcg_at_k, rank_documents, top_k
+from ragtune.eval.ir import evaluate_run, map_at_k, mrr_at_k, ndcg_at_k, rank_documents
 
 pytrec_eval = pytest.importorskip(
     "pytrec_eval", reason="pytrec-eval-terrier (dev extra) is the trec_eval reference"
 )
 
 KS = (1, 3, 5, 10, 20, 100)
+
+
+def top_k(run, k):
+    """The run cut to each query's ``k`` best documents (trec_eval order): the reference's input."""
+    return {qid: {d: docs[d] for d in rank_documents(docs)[:k]} for qid, docs in run.items()}
 
 
 def random_case(seed: int) -> tuple[dict, dict]:

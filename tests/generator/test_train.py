@@ -124,7 +124,7 @@ def test_config_rejects_bad_values() -> None:
 
 
 def test_answer_loss_counts_only_answer_tokens(tiny_lm: Path) -> None:
-    from ragtune.generator.train import answer_loss
+    from ragtune.generator.scoring import answer_loss
 
     examples, tok = encoded_examples(tiny_lm, 3)
     model = load_base(make_cfg(Path("x"), tiny_lm).model).eval()
@@ -170,7 +170,8 @@ def test_answer_loss_counts_only_answer_tokens(tiny_lm: Path) -> None:
 
 @pytest.mark.parametrize("method", ["lora", "ia3", "prefix", "prompt"])
 def test_answer_only_logits_equal_the_full_path_for_every_peft_method(tiny_lm: Path, method: str) -> None:
-    from ragtune.generator.train import answer_loss, n_virtual_tokens
+    from ragtune.generator.model import n_virtual_tokens
+    from ragtune.generator.scoring import answer_loss
 
     examples, tok = encoded_examples(tiny_lm, 3)
     cfg = make_cfg(Path("x"), tiny_lm, f"peft.method={method}", "peft.dropout=0", "peft.num_virtual_tokens=5")
@@ -188,7 +189,7 @@ def test_answer_only_logits_equal_the_full_path_for_every_peft_method(tiny_lm: P
 
 
 def test_a_batch_without_answer_tokens_is_an_error(tiny_lm: Path) -> None:
-    from ragtune.generator.train import answer_loss
+    from ragtune.generator.scoring import answer_loss
 
     examples, tok = encoded_examples(tiny_lm, 2)
     model = load_base(make_cfg(Path("x"), tiny_lm).model)
@@ -207,7 +208,7 @@ def test_a_batch_without_answer_tokens_is_an_error(tiny_lm: Path) -> None:
 
 
 def test_micro_batches_are_a_function_of_seed_and_epoch() -> None:
-    from ragtune.generator.train import micro_batches
+    from ragtune.training import epoch_batches as micro_batches
 
     lengths = [(i * 37) % 101 + 5 for i in range(70)]
     a = micro_batches(lengths, 8, seed=1, epoch=0, group=True)
@@ -233,7 +234,7 @@ def trained_state(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path, tiny_lm: Path) -> None:
-    from ragtune.generator.train import answer_loss
+    from ragtune.generator.scoring import answer_loss
 
     # One optimiser step's gradient: the accumulated micro-batch gradients, each divided by the
     # answer tokens of the whole step, equal the gradient of the big batch's mean token loss.
@@ -375,7 +376,8 @@ def test_training_lowers_the_loss_and_keeps_the_best_validation(tmp_path: Path, 
     cfg = make_cfg(
         tmp_path, tiny_lm, "train.epochs=2", "train.lr=5e-3", "train.eval_every=3", "peft.dropout=0"
     )
-    from ragtune.generator.train import load_data, train, validation_loss
+    from ragtune.generator.scoring import validation_loss
+    from ragtune.generator.train import load_data, train
 
     out = train(cfg)
     hist = history(out)

@@ -10,8 +10,9 @@ import pytest
 
 from ragtune.config import load_config
 from ragtune.data.io import read_run
+from ragtune.eval.ir import topk_overlap
 from ragtune.retriever.config import IndexConfig, RetrieverConfig
-from ragtune.retriever.index import DenseIndex, build, recall_at_k, search
+from ragtune.retriever.index import DenseIndex, build, search
 from tests.conftest import DEMO
 
 N, DIM = 2000, 32
@@ -138,10 +139,10 @@ def test_recall_report_skipped_when_recall_queries_is_zero(vectors: np.ndarray) 
     assert flat.report["recall@10_vs_exact"] == 1.0
 
 
-def test_recall_at_k_counts_overlap_and_misses() -> None:
+def test_topk_overlap_counts_overlap_and_misses() -> None:
     approx = np.array([[0, 1, 2], [5, -1, -1]])
     exact = np.array([[2, 1, 9], [5, 6, 7]])
-    assert recall_at_k(approx, exact) == pytest.approx((2 + 1) / 6)
+    assert topk_overlap(exact, approx, 3) == pytest.approx((2 + 1) / 6)
 
 
 def test_nlist_is_capped_and_search_params_are_set(vectors: np.ndarray) -> None:

@@ -17,6 +17,10 @@ TEXTS = [f"passage number {i} about topic {i % 7}" for i in range(300)]
 SETTINGS = {"model": "fake", "max_length": 32}
 
 
+def all_vectors(store: EmbeddingShards) -> np.ndarray:
+    return np.concatenate(list(store.chunks()))
+
+
 def fake_encode(texts) -> np.ndarray:
     """Deterministic unit vectors [n, 16] from each text's characters."""
     out = np.zeros((len(texts), 16), dtype=np.float32)
@@ -29,7 +33,7 @@ def fake_encode(texts) -> np.ndarray:
 def test_shards_equal_in_memory_encoding(tmp_path: Path) -> None:
     store = encode_to_shards(fake_encode, TEXTS, tmp_path, settings=SETTINGS, shard_size=64, progress=False)
     assert len(store) == 300 and store.dim == 16 and store.sizes == [64, 64, 64, 64, 44]
-    np.testing.assert_array_equal(store.to_array(), fake_encode(TEXTS))
+    np.testing.assert_array_equal(all_vectors(store), fake_encode(TEXTS))
     idx = np.array([0, 63, 64, 200, 299])
     np.testing.assert_array_equal(store.rows(idx), fake_encode(TEXTS)[idx])
     # Shards are plain .npy files: NumPy memory-maps them without ragtune (and without pickle).
@@ -45,7 +49,7 @@ def test_shards_equal_in_memory_encoding(tmp_path: Path) -> None:
         progress=False,
     )
     assert np.load(tmp_path / "half" / "shard_00000.npy", mmap_mode="r").dtype == np.float16
-    np.testing.assert_allclose(half.to_array(), fake_encode(TEXTS), atol=1e-3)
+    np.testing.assert_allclose(all_vectors(half), fake_encode(TEXTS), atol=1e-3)
 
 
 def test_an_interrupted_encoding_resumes_at_the_first_missing_shard(tmp_path: Path) -> None:
@@ -71,7 +75,7 @@ def test_an_interrupted_encoding_resumes_at_the_first_missing_shard(tmp_path: Pa
 
     store = encode_to_shards(counting, TEXTS, tmp_path, settings=SETTINGS, shard_size=64, progress=False)
     assert resumed == [64, 64, 44]  # only the three missing shards
-    np.testing.assert_array_equal(store.to_array(), fake_encode(TEXTS))
+    np.testing.assert_array_equal(all_vectors(store), fake_encode(TEXTS))
     assert json.loads((tmp_path / "embeddings.json").read_text())["n"] == 300
 
 

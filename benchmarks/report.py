@@ -1,0 +1,679 @@
+"""Render the results tables of benchmarks/README.md, and the README's results summary, from
+``benchmarks/results/*.json``.
+
+    .venv/bin/python benchmarks/report.py --write   # rewrite the generated tables (also: make docs)
+    .venv/bin/python benchmarks/report.py --check   # exit 1 when a table differs from the JSON files
+
+Each table sits between ``<!-- generated:bench:NAME -->`` and ``<!-- /generated -->`` and starts with
+the line naming its result file(s), the command that wrote them and the hardware they ran on (the
+JSON's ``hardware``). Every number in a table comes from a JSON file, so a number typed by hand is
+caught by ``tests/test_benchmarks_readme.py``; the interpretation around the tables is hand-written.
+Reads JSON only: no torch, no ../shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+from ragtune.config_docs import generated_parts, replace_generated
+from ragtune.data.io import atomic_write_text
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+README = HERE / "README.md"
+MAIN_README = ROOT / "README.md"
+PREFIX = "bench:"
+
+Cell = Callable[[dict[str, Any]], str]
+
+
+@functools.cache
+def result(name: str) -> dict[str, Any]:
+    """The parsed ``benchmarks/results/<name>.json``."""
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: benchmark result not found")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def variant(source: str, name: str) -> dict[str, Any]:
+    variants = result(source)["variants"]
+    if name not in variants:
+        raise KeyError(f"results/{source}.json: no variant {name!r} (has: {', '.join(variants)})")
+    return variants[name]
+
+
+# --- cells: each takes a variant's dict and returns the text of one table cell --------------------
+
+
+def fmt(value: float, digits: int = 0) -> str:
+    """``value`` rounded half up as written in the JSON (0.5535 -> 0.554, 10442.5 -> 10,443), with
+    thousands separators: the rounding a reader does by hand, not binary floating point's."""
+    rounded = Decimal(repr(value)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+    return f"{rounded:,.{digits}f}"
+
+
+def metric(name: str, digits: int = 4) -> Cell:
+    """``variant.metrics[name]`` with ``digits`` decimals (blank when the variant has no such metric)."""
+    return lambda v: fmt(v["metrics"][name], digits) if name in v.get("metrics", {}) else ""
+
+
+def number(key: str, digits: int = 0, unit: str = "") -> Cell:
+    """``variant[key]`` with thousands separators and ``digits`` decimals (blank when absent)."""
+    return lambda v: f"{fmt(v[key], digits)}{unit}" if v.get(key) is not None else ""
+
+
+def megabytes(key: str = "peak_rss_mb") -> Cell:
+    return number(key, 0, " MB")
+
+
+def with_ratio(key: str, digits: int, source: str, base: str, unit: str = "") -> Cell:
+    """``variant[key]`` followed by its ratio to the same key of variant ``base`` of ``source`` (the
+    peer it is compared with): ``4.00 pairs/s (2.19x)``; the base variant itself shows no ratio."""
+
+    def cell(v: dict[str, Any]) -> str:
+        ref = variant(source, base)
+        text = f"{fmt(v[key], digits)}{unit}"
+        return text if v is ref else f"{text} ({fmt(v[key] / ref[key], 2)}x)"
+
+    return cell
+
+
+def duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """A table built from result files: one row per (label, file, variant), one cell per column."""
+
+    name: str
+    rows: list[tuple[str, str, str]]
+    columns: list[tuple[str, Cell]]
+
+    def sources(self) -> list[str]:
+        return list(dict.fromkeys(source for _, source, _ in self.rows))
+
+    def render(self) -> str:
+        lines = [provenance(self.sources()), ""]
+        lines.append("| " + " | ".join(["variant", *(h for h, _ in self.columns)]) + " |")
+        lines.append("|" + " --- |" * (len(self.columns) + 1))
+        for label, source, name in self.rows:
+            v = variant(source, name)
+            cells = [label, *(cell(v) for _, cell in self.columns)]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        return "\n".join(lines)
+
+
+def hardware_text(h: Mapping[str, Any]) -> str:
+    """The machine a result ran on, from its ``hardware`` record."""
+    parts = [
+        str(h.get("cpu", "unknown CPU")),
+        f"{h.get('cores', '?')} cores",
+        str(h.get("cpu_capability", "?")),
+    ]
+    if h.get("amx"):
+        parts.append("AMX")
+    elif h.get("avx512_bf16") and h.get("native_bf16"):
+        parts.append("AVX512-BF16")
+    parts.append("native bf16" if h.get("native_bf16") else "no native bf16")
+    if h.get("ONEDNN_MAX_CPU_ISA"):
+        parts.append(
+            f"bf16 units capped away (ONEDNN_MAX_CPU_ISA={h['ONEDNN_MAX_CPU_ISA']} "
+            f"ATEN_CPU_CAPABILITY={h.get('ATEN_CPU_CAPABILITY')})"
+        )
+    parts.append(f"precision {h.get('precision', '?')}")
+    parts.append(f"GPU {h['gpu']}" if h.get("gpu") else "no GPU")
+    text = ", ".join(parts)
+    return text + " (CPU kind labelled after the run)" if h.get("labelled") else text
+
+
+def provenance(sources: list[str]) -> str:
+    """The line above a table: its result files, their commands and dates, and their hardware."""
+    groups: dict[str, list[str]] = {}
+    for s in sources:
+        r = result(s)
+        groups.setdefault(hardware_text(r["hardware"]), []).append(
+            f"`results/{s}.json` ({r['date'][:10]}, `{r['command']}`)"
+        )
+    return "; ".join(f"*{', '.join(files)}: {hw}.*" for hw, files in groups.items())
+
+
+RETRIEVER_SCIFACT = Table(
+    "retriever_scifact",
+    [
+        ("BM25 (ragtune; rank-bm25's scores)", "retriever_scifact", "bm25"),
+        ("zero-shot dense, fp32", "retriever_scifact", "zero_shot_fp32"),
+        ("zero-shot dense, bf16 weights (default)", "retriever_scifact", "zero_shot"),
+        ("hybrid zero-shot (RRF)", "retriever_scifact", "hybrid_zero_shot"),
+        (
+            "hybrid zero-shot (weighted, dense 0.5, chosen on train queries)",
+            "retriever_scifact",
+            "hybrid_zero_shot_weighted",
+        ),
+        (
+            "peer: sentence-transformers trainer + MNRL, 1 BM25 negative",
+            "retriever_scifact",
+            "peer_sentence_transformers",
+        ),
+        ("ragtune, the peer's exact recipe (1 BM25 negative)", "retriever_scifact", "ragtune_same_recipe"),
+        (
+            "ragtune recipe (`configs/retriever/scifact.yaml`: 3 dense-mined negatives)",
+            "retriever_scifact",
+            "ragtune_finetuned",
+        ),
+        ("ragtune recipe + BM25 (RRF)", "retriever_scifact", "ragtune_finetuned_hybrid_rrf"),
+        (
+            "ragtune recipe + BM25 (weighted, dense 0.8, chosen on train queries)",
+            "retriever_scifact",
+            "ragtune_finetuned_hybrid",
+        ),
+    ],
+    [
+        ("nDCG@10", metric("nDCG@10")),
+        ("Recall@10", metric("Recall@10")),
+        ("Recall@100", metric("Recall@100")),
+        ("MRR@10", metric("MRR@10")),
+        ("train pairs/s", number("pairs_per_s", 2)),
+        ("encoding docs/s", number("docs_per_s", 1)),
+        ("peak RSS", megabytes()),
+    ],
+)
+
+RETRIEVER_SPEED_TRAIN = Table(
+    "retriever_speed_train",
+    [
+        (
+            "peer-like: bf16 autocast, dropout 0.1, eager attention, random batches",
+            "retriever_speed",
+            "peer_like",
+        ),
+        ("+ SDPA attention", "retriever_speed", "+sdpa"),
+        ("+ no dropout (mask generation was half the step)", "retriever_speed", "+no_dropout"),
+        (
+            "+ length-grouped batches (the default when measured; now off)",
+            "retriever_speed",
+            "ragtune_default",
+        ),
+        ("default without autocast (fp32)", "retriever_speed", "fp32"),
+        (
+            "default with bf16 weights instead of autocast (timing only: loses updates)",
+            "retriever_speed",
+            "bf16_weights",
+        ),
+        ("default + `train.compile=true` (compile time excluded)", "retriever_speed", "compile"),
+        (
+            "default with passages cut to 128 tokens (changes what is learnt)",
+            "retriever_speed",
+            "passage_len_128",
+        ),
+    ],
+    [("pairs/s", number("pairs_per_s", 2)), ("x peer-like", number("speedup_vs_peer_like", 2))],
+)
+
+RETRIEVER_SPEED_ENCODE = Table(
+    "retriever_speed_encode",
+    [
+        ("fp32", "retriever_speed", "encode_fp32"),
+        ("bf16 autocast", "retriever_speed", "encode_bf16_autocast"),
+        ("bf16 weights (default)", "retriever_speed", "encode_bf16_weights"),
+        ("bf16 weights + `torch.compile`", "retriever_speed", "encode_bf16_weights_compiled"),
+    ],
+    [
+        ("docs/s", number("docs_per_s", 1)),
+        ("x fp32", number("speedup_vs_fp32", 2)),
+        ("passages", number("docs")),
+    ],
+)
+
+FAITHFULNESS = Table(
+    "faithfulness",
+    [
+        ('length only ("the shorter answer is right")', "faithfulness", "length_baseline"),
+        ("`lexical` (content words + word pairs, no model)", "faithfulness", "lexical"),
+        ("`model` (SmolLM2-135M likelihood, per-token PMI; the default)", "faithfulness", "model"),
+        ("`model`, conditional likelihood only (ablation)", "faithfulness", "model_conditional"),
+        ("`model`, PMI summed over tokens (ablation)", "faithfulness", "model_pmi_sum"),
+        ("mean of `lexical` and `model`", "faithfulness", "lexical+model"),
+    ],
+    [
+        ("AUROC", metric("AUROC", 3)),
+        ("lexically supported", metric("AUROC_lexically_supported", 3)),
+        ("rows", lambda v: f"{v['metrics']['n_lexically_supported']}"),
+        ("hallucination not longer", metric("AUROC_not_longer", 3)),
+        ("rows", lambda v: f"{v['metrics']['n_not_longer']}"),
+        ("first 100 rows", metric("AUROC_first100", 3)),
+    ],
+)
+
+GENERATOR_PUBMEDQA = Table(
+    "generator_pubmedqa",
+    [
+        ("base, no passages (faithfulness vs the gold abstract)", "generator_pubmedqa", "base_no_passages"),
+        ("base, the question's CONTEXTS", "generator_pubmedqa", "base_with_passages"),
+        ("base, BM25 top 3 of 3,358 paragraphs", "generator_pubmedqa", "base_with_bm25_passages"),
+        ("ragtune LoRA (r16, all projections, lr 3e-4)", "generator_pubmedqa", "ragtune_lora"),
+        ("ragtune IA3 (57,600 parameters, lr 3e-3)", "generator_pubmedqa", "ragtune_ia3"),
+        ("ragtune prompt tuning (20 tokens, lr 3e-2)", "generator_pubmedqa", "ragtune_prompt_tuning"),
+        ("ragtune LoRA, BM25 top 3", "generator_pubmedqa", "ragtune_lora_bm25_passages"),
+        (
+            "base, the question's CONTEXTS, all 500 test questions",
+            "generator_pubmedqa",
+            "base_with_passages_all_test",
+        ),
+        ("ragtune LoRA, all 500 test questions", "generator_pubmedqa", "ragtune_lora_all_test"),
+    ],
+    [
+        ("questions", number("test_questions")),
+        ("ROUGE-1", metric("ROUGE-1")),
+        ("ROUGE-2", metric("ROUGE-2")),
+        ("ROUGE-L", metric("ROUGE-L")),
+        ("F1", metric("F1")),
+        ("faithfulness", metric("faithfulness", 3)),
+        ("answer tokens", number("mean_answer_tokens", 1)),
+        ("train tokens/s", number("train_tokens_per_s")),
+        ("peak RSS", megabytes()),
+    ],
+)
+
+GENERATOR_PEER = Table(
+    "generator_peer",
+    [
+        (
+            "peer: transformers `Trainer` + peft, default arguments (fp32)",
+            "generator_pubmedqa",
+            "peer_trainer",
+        ),
+        ("ragtune", "generator_pubmedqa", "ragtune_lora_peer_recipe"),
+    ],
+    [
+        ("steps", number("steps")),
+        ("tokens/s", with_ratio("tokens_per_s", 1, "generator_pubmedqa", "peer_trainer")),
+        ("validation loss", number("val_loss", 4)),
+        ("peak RSS", megabytes()),
+    ],
+)
+
+GENERATOR_BATCHING = Table(
+    "generator_batching",
+    [("ragtune LoRA, the same 16 questions", "generator_pubmedqa", "ragtune_lora")],
+    [
+        ("one at a time, tokens/s", number("single_tokens_per_s", 1)),
+        ("batches of 16, tokens/s", number("batched_tokens_per_s", 1)),
+        ("speed-up", number("batched_speedup", 2, "x")),
+    ],
+)
+
+_JOINT = "joint_pubmedqa"
+JOINT_PUBMEDQA = Table(
+    "joint_pubmedqa",
+    [
+        ("no tuning (round 0 of joint)", _JOINT, "no_tuning"),
+        ("retriever only (LSR, untuned teacher)", _JOINT, "retriever_only"),
+        ("generator only", _JOINT, "generator_only"),
+        ("separate (both, tuned apart; wall: evaluation only, + both runs above)", _JOINT, "separate"),
+        ("joint (alternating, LSR)", _JOINT, "joint"),
+    ],
+    [
+        ("Recall@3", metric("Recall@3")),
+        ("Recall@5", metric("Recall@5")),
+        ("MRR@10", metric("MRR@10")),
+        ("nDCG@10", metric("nDCG@10")),
+        ("ROUGE-L", metric("ROUGE-L")),
+        ("F1", metric("F1")),
+        ("faithfulness", metric("faithfulness")),
+        (
+            "right / gold not retrieved / retrieved but wrong",
+            lambda v: "{correct} / {gold_not_retrieved} / {retrieved_but_wrong}".format(**v["errors"]),
+        ),
+        ("wall", number("wall_s", 0, " s")),
+        ("peak RSS", megabytes()),
+    ],
+)
+
+_SWEEP = "joint_pubmedqa_sweep"
+JOINT_SWEEP = Table(
+    "joint_pubmedqa_sweep",
+    [
+        ("joint: tau 1, gamma 0.05, LSR, query encoder, top 3 (above)", _JOINT, "joint"),
+        ("`retriever.tau=0.1`", _SWEEP, "joint_tau_0.1"),
+        ("`retriever.gamma=0.02`", _SWEEP, "joint_gamma_0.02"),
+        ("`retriever.loss=pdist`", _SWEEP, "joint_pdist"),
+        ("`retriever.mode=both` (index refreshed every round)", _SWEEP, "joint_mode_both"),
+        ("`top_k=5`", _SWEEP, "joint_top_k_5"),
+        ("separate (the target to beat)", _JOINT, "separate"),
+    ],
+    [
+        ("Recall@5", metric("Recall@5")),
+        ("ROUGE-L", metric("ROUGE-L")),
+        ("faithfulness", metric("faithfulness")),
+        ("wall", number("wall_s", 0, " s")),
+    ],
+)
+
+
+def _index_params(v: dict[str, Any]) -> str:
+    p = v.get("params")
+    if not p:
+        return ""
+    if p["kind"] == "hnsw":
+        return f"M {p['hnsw_m']}, efC {p['ef_construction']}, efS {p['ef_search']}"
+    return f"{p['nlist']:,} lists, nprobe {p['nprobe']}, {p['pq_m']} x {p['pq_nbits']} bits"
+
+
+INDEX_SCALE = Table(
+    "index_scale",
+    [
+        ("exact (`IndexFlatIP`)", "index_scale", "exact"),
+        ("faiss HNSW", "index_scale", "faiss_hnsw"),
+        ("ragtune HNSW", "index_scale", "ragtune_hnsw"),
+        ("faiss IVF-PQ", "index_scale", "faiss_ivfpq"),
+        ("ragtune IVF-PQ", "index_scale", "ragtune_ivfpq"),
+    ],
+    [
+        ("parameters", _index_params),
+        ("Recall@10", metric("Recall@10")),
+        ("build", number("build_s", 0, " s")),
+        ("queries/s", number("qps")),
+        ("queries/s with ids", number("qps_with_ids")),
+        ("index size", lambda v: f"{fmt(v['bytes'] / 1e6)} MB"),
+    ],
+)
+
+_SAME = "index_scale_same_index"
+INDEX_SAME = Table(
+    "index_scale_same_index",
+    [
+        ("plain FAISS, one call", _SAME, "faiss_one_call"),
+        ("plain FAISS, chunks of 4,096 queries", _SAME, "faiss_chunks_4096"),
+        ("ragtune `search_arrays`", _SAME, "ragtune_search_arrays"),
+        ("ragtune `search` (id-mapped)", _SAME, "ragtune_search_with_ids"),
+    ],
+    [
+        ("queries/s", number("qps")),
+        ("vs one call", lambda v: f"{v['qps'] / variant(_SAME, 'faiss_one_call')['qps'] - 1:+.1%}"),
+    ],
+)
+
+_PEER = "peer_speed_avx2"
+_RET_PEER, _GEN_PEER = "retriever_peer_sentence_transformers", "generator_peer_trainer"
+
+
+def _peer_speed(v: dict[str, Any]) -> str:
+    if "pairs_per_s" in v:
+        return with_ratio("pairs_per_s", 2, _PEER, _RET_PEER, " pairs/s")(v)
+    return with_ratio("tokens_per_s", 1, _PEER, _GEN_PEER, " tokens/s")(v)
+
+
+def _peer_quality(v: dict[str, Any]) -> str:
+    return (
+        f"nDCG@10 {fmt(v['metrics']['nDCG@10'], 4)}"
+        if "metrics" in v
+        else f"val loss {fmt(v['val_loss'], 4)}"
+    )
+
+
+def _peer_rss(v: dict[str, Any]) -> str:
+    return with_ratio("peak_rss_mb", 0, _PEER, _RET_PEER if "pairs_per_s" in v else _GEN_PEER, " MB")(v)
+
+
+PEER_SPEED = Table(
+    "peer_speed_avx2",
+    [
+        (
+            "sentence-transformers `SentenceTransformerTrainer` + MNRL",
+            _PEER,
+            "retriever_peer_sentence_transformers",
+        ),
+        ("ragtune `retriever train`", _PEER, "retriever_ragtune"),
+        ("transformers `Trainer` + peft LoRA", _PEER, "generator_peer_trainer"),
+        ("ragtune `generator train`", _PEER, "generator_ragtune"),
+    ],
+    [
+        ("speed", _peer_speed),
+        ("quality", _peer_quality),
+        ("peak RSS", _peer_rss),
+        ("precision", lambda v: v["precision"]),
+    ],
+)
+
+_AVX2 = "retriever_speed_avx2"
+RETRIEVER_SPEED_AVX2_TRAIN = Table(
+    "retriever_speed_avx2_train",
+    [
+        ("peer-like: dropout 0.1, eager attention, random batches", _AVX2, "peer_like"),
+        ("+ SDPA attention", _AVX2, "+sdpa"),
+        ("+ no dropout (the default)", _AVX2, "ragtune_default"),
+        ("+ length-grouped batches (off by default: it cost nDCG@10 on SciFact)", _AVX2, "+length_grouping"),
+        ("default, precision forced to fp32 (what auto resolves to here)", _AVX2, "fp32"),
+        ("default on 1 thread instead of 2", _AVX2, "threads_1"),
+        ("default + `torch.compile` (compile time excluded)", _AVX2, "compile"),
+        ("default with passages cut to 128 tokens (changes what is learnt)", _AVX2, "passage_len_128"),
+    ],
+    [("pairs/s", number("pairs_per_s", 2)), ("x peer-like", number("speedup_vs_peer_like", 2))],
+)
+
+RETRIEVER_SPEED_AVX2_ENCODE = Table(
+    "retriever_speed_avx2_encode",
+    [
+        ("fp32", _AVX2, "encode_fp32"),
+        ("fp32 + `torch.compile`", _AVX2, "encode_fp32_compiled"),
+        (
+            "dynamic int8 linear layers (`torch.ao.quantization.quantize_dynamic`)",
+            _AVX2,
+            "encode_int8_dynamic",
+        ),
+    ],
+    [
+        ("docs/s", number("docs_per_s", 1)),
+        ("x fp32", number("speedup_vs_fp32", 2)),
+        ("mean cosine to fp32", number("mean_cosine_to_fp32", 4)),
+        ("SciFact nDCG@10", metric("nDCG@10")),
+        ("SciFact Recall@100", metric("Recall@100")),
+    ],
+)
+
+
+def _demo_rounds(key: str, digits: int = 4) -> Cell:
+    return lambda v: " -> ".join(fmt(v["rounds"][r][key], digits) for r in sorted(v["rounds"]))
+
+
+DEMO_TIME = Table(
+    "demo_time",
+    [
+        ("`make demo`, AVX2 kind", "demo_time_avx2", "make_demo"),
+        ("`make demo`, AVX512-BF16 kind", "demo_time_avx512_bf16", "make_demo"),
+    ],
+    [
+        ("precision", lambda v: v["precision"]),
+        ("wall", lambda v: duration(v["wall_s"])),
+        ("stages", lambda v: f"{fmt(sum(v['stage_s'].values()))} s"),
+        ("peak RSS", megabytes()),
+        ("ROUGE-L, rounds 0 -> 1 -> 2", _demo_rounds("ROUGE-L")),
+        ("EM", _demo_rounds("EM")),
+        ("faithfulness", _demo_rounds("faithfulness")),
+        ("MRR@10", _demo_rounds("MRR@10")),
+    ],
+)
+
+TABLES: list[Table] = [
+    FAITHFULNESS,
+    RETRIEVER_SCIFACT,
+    RETRIEVER_SPEED_TRAIN,
+    RETRIEVER_SPEED_ENCODE,
+    GENERATOR_PUBMEDQA,
+    GENERATOR_PEER,
+    GENERATOR_BATCHING,
+    JOINT_PUBMEDQA,
+    JOINT_SWEEP,
+    INDEX_SCALE,
+    INDEX_SAME,
+    PEER_SPEED,
+    RETRIEVER_SPEED_AVX2_TRAIN,
+    RETRIEVER_SPEED_AVX2_ENCODE,
+    DEMO_TIME,
+]
+
+
+# --- the README's summary -----------------------------------------------------------------------
+
+
+def _short_hardware(*sources: str) -> str:
+    """``AMX, bf16``: the CPU kind and precision of each result file (deduplicated)."""
+    out = []
+    for source in sources:
+        h = result(source)["hardware"]
+        kind = (
+            "AMX" if h.get("amx") else "AVX512-BF16" if h.get("native_bf16") else h.get("cpu_capability", "?")
+        )
+        out.append(f"{kind}, {h.get('precision', '?')}")
+    return "; ".join(dict.fromkeys(out))
+
+
+def summary() -> str:
+    """A few lines for the main README: the headline of each benchmark, every number from its JSON."""
+    sci = result("retriever_scifact")
+    sv = sci["variants"]
+    gen = result("generator_pubmedqa")
+    gv = gen["variants"]
+    jv = result("joint_pubmedqa")["variants"]
+    fv = result("faithfulness")["variants"]
+    iv = result("index_scale")["variants"]
+    peers = result("peer_speed_avx2")["summary"]
+    demo = {k: result(f"demo_time_{k}")["variants"]["make_demo"] for k in ("avx2", "avx512_bf16")}
+
+    def m(v: dict[str, Any], name: str, digits: int = 4) -> str:
+        return fmt(v["metrics"][name], digits)
+
+    rows = [
+        (
+            "retriever, SciFact test",
+            f"nDCG@10 {m(sv['zero_shot'], 'nDCG@10')} zero-shot -> {m(sv['ragtune_finetuned'], 'nDCG@10')} "
+            f"fine-tuned, {m(sv['ragtune_finetuned_hybrid'], 'nDCG@10')} hybrid; training "
+            f"{fmt(sci['summary']['speedup_same_recipe'], 2)}x the sentence-transformers trainer's pairs/s "
+            f"at {fmt(sci['summary']['rss_ratio_same_recipe'], 2)}x its memory",
+            ["retriever_scifact"],
+        ),
+        (
+            "generator, PubMedQA",
+            f"ROUGE-L {m(gv['base_with_passages'], 'ROUGE-L')} -> {m(gv['ragtune_lora'], 'ROUGE-L')} with "
+            f"LoRA, faithfulness {m(gv['base_with_passages'], 'faithfulness', 3)} -> "
+            f"{m(gv['ragtune_lora'], 'faithfulness', 3)}; training "
+            f"{fmt(gen['summary']['train_speedup_vs_peer'], 2)}x the transformers Trainer's tokens/s",
+            ["generator_pubmedqa"],
+        ),
+        (
+            "joint tuning, PubMedQA",
+            f"ROUGE-L {m(jv['joint'], 'ROUGE-L')} joint vs {m(jv['separate'], 'ROUGE-L')} tuned separately"
+            + (
+                ": no gain (retrieval is near saturated there)"
+                if jv["joint"]["metrics"]["ROUGE-L"] <= jv["separate"]["metrics"]["ROUGE-L"]
+                else ""
+            ),
+            ["joint_pubmedqa"],
+        ),
+        (
+            "faithfulness, HaluEval",
+            f"AUROC {m(fv['lexical'], 'AUROC', 3)} lexical, {m(fv['model'], 'AUROC', 3)} model "
+            f"(answer length alone: {m(fv['length_baseline'], 'AUROC', 3)})",
+            ["faithfulness"],
+        ),
+        (
+            "FAISS, 1M vectors",
+            f"HNSW Recall@10 {m(iv['ragtune_hnsw'], 'Recall@10')} at {fmt(iv['ragtune_hnsw']['qps'])} "
+            f"queries/s, {iv['ragtune_hnsw']['search_overhead']:+.1%} search time over plain FAISS",
+            ["index_scale"],
+        ),
+        (
+            "against the peers' trainers",
+            f"retriever {fmt(peers['retriever_speedup'], 2)}x, generator {fmt(peers['generator_speedup'], 2)}x "
+            "their speed"
+            + (
+                ", at better quality and less memory"
+                if peers["retriever_nDCG@10_delta"] > 0
+                and peers["generator_val_loss_delta"] < 0
+                and max(peers["retriever_rss_ratio"], peers["generator_rss_ratio"]) < 1
+                else ""
+            ),
+            ["peer_speed_avx2"],
+        ),
+        (
+            "`make demo`",
+            f"{duration(demo['avx2']['wall_s'])} and {duration(demo['avx512_bf16']['wall_s'])}",
+            ["demo_time_avx2", "demo_time_avx512_bf16"],
+        ),
+    ]
+    lines = ["| benchmark | result | CPU kind, precision |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {text} | {_short_hardware(*sources)} |" for name, text, sources in rows]
+    return "\n".join(lines)
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def blocks() -> dict[Path, dict[str, str]]:
+    """What each generated part must hold, by file and marker name."""
+    return {
+        README: {PREFIX + t.name: t.render() for t in TABLES},
+        MAIN_README: {PREFIX + "summary": summary()},
+    }
+
+
+def stale(files: Mapping[Path, Mapping[str, str]] | None = None) -> list[str]:
+    """``file: part`` for each generated part whose text differs from what the JSON files render."""
+    out = []
+    for path, parts in (files or blocks()).items():
+        current = generated_parts(path.read_text(encoding="utf-8"))
+        out += [
+            f"{path.name}: {name}" for name, text in parts.items() if current.get(name) != text.strip("\n")
+        ]
+    return out
+
+
+def write() -> list[Path]:
+    """Rewrite every generated table (atomically); returns the files that changed."""
+    changed = []
+    for path, parts in blocks().items():
+        text = path.read_text(encoding="utf-8")
+        new = replace_generated(text, parts, str(path), prefix=PREFIX)
+        if new != text:
+            atomic_write_text(path, new)
+            changed.append(path)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="rewrite the generated tables")
+    mode.add_argument("--check", action="store_true", help="exit 1 when a generated table is out of date")
+    args = parser.parse_args(argv)
+    if args.write:
+        for path in write():
+            print(f"wrote {path.relative_to(ROOT)}")
+        return 0
+    if args.check:
+        out = stale()
+        for name in out:
+            print(f"out of date: {name} (run benchmarks/report.py --write)", file=sys.stderr)
+        return 1 if out else 0
+    for t in TABLES:
+        print(f"{t.name}\n\n{t.render()}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
