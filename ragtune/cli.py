@@ -46,11 +46,19 @@ def _parser() -> argparse.ArgumentParser:
     # ragtune data ...
     da = sub.add_parser("data", help="convert and check data").add_subparsers(dest="cmd", required=True)
     c = da.add_parser("convert", help="convert a public dataset to a BEIR folder + QA JSONL")
-    c.add_argument("dataset", choices=["pubmedqa", "halueval"])
+    c.add_argument("dataset", choices=["pubmedqa", "halueval", "squad"])
     c.add_argument(
-        "--src", type=Path, required=True, help="the dataset's folder (pubmedqa) or file (halueval)"
+        "--src", type=Path, required=True, help="the dataset's folder (pubmedqa) or file (halueval, squad)"
     )
     c.add_argument("--out", type=Path, required=True, help="output folder")
+    c.add_argument("--passage-words", type=int, default=100, help="squad: words per passage")
+    c.add_argument(
+        "--stride", type=int, default=None, help="squad: words between passage starts (default: no overlap)"
+    )
+    c.add_argument(
+        "--test-fraction", type=float, default=0.2, help="squad: share of the articles in the test split"
+    )
+    c.add_argument("--seed", type=int, default=0, help="squad: seed of the split by article")
     ck = da.add_parser("check", help="validate a data file and print its size")
     ck.add_argument("kind", choices=["beir", "corpus", "queries", "qrels", "triplets", "qa", "run"])
     ck.add_argument("path", type=Path)
@@ -114,11 +122,11 @@ def _index(args: argparse.Namespace) -> int:
     if args.cmd == "build":
         from ragtune.retriever.config import RetrieverConfig
 
-        folder = index.build(load_config(args.config, args.overrides, RetrieverConfig))
+        folder = index.build_index(load_config(args.config, args.overrides, RetrieverConfig))
         print(f"index written to {folder}")
     else:
         print(
-            f"run written to {index.search(args.index, args.queries, args.out, k=args.k, model_name=args.model)}"
+            f"run written to {index.search_index(args.index, args.queries, args.out, k=args.k, model_name=args.model)}"
         )
     return 0
 
@@ -157,6 +165,12 @@ def _data_convert(args: argparse.Namespace) -> int:
     if args.dataset == "pubmedqa":
         corpus, train, test = converters.pubmedqa(args.src)
         splits = {"train": train, "test": test}
+    elif args.dataset == "squad":
+        corpus, train, test, stats = converters.squad(
+            args.src, args.passage_words, args.stride, args.test_fraction, args.seed
+        )
+        splits = {"train": train, "test": test}
+        print(", ".join(f"{k} {v}" for k, v in stats.items()))
     else:
         corpus, examples = converters.halueval(args.src)
         splits = {"test": examples}

@@ -61,14 +61,12 @@ class LoggingConfig:
     )
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None, cls: type[T] | None = None) -> T:
+def load_config(path: str | Path | None, overrides: list[str] | None, cls: type[T]) -> T:
     """Build ``cls`` from the YAML file at ``path`` (or from defaults when ``path`` is None).
 
     ``overrides`` are ``dotted.key=value`` strings whose values are parsed as YAML scalars
     (``lr=3e-5`` gives a float, ``prefixes=[a,b]`` a list).
     """
-    if cls is None:
-        raise TypeError("load_config needs the config class")
     source = str(path) if path is not None else "<defaults>"
     raw: dict[str, Any] = {}
     if path is not None:

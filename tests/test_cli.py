@@ -218,3 +218,24 @@ def test_mine_train_index_search_eval_through_the_cli(tmp_path: Path, tiny_encod
     searched = read_run(run)
     for qid in dense:  # the index scored through `retriever eval` gives the same top documents
         assert list(dense[qid])[:5] == list(searched[qid])[:5]
+
+
+def test_a_bug_keeps_its_traceback_while_user_errors_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import ragtune.retriever.evaluate as evaluate_module
+    from ragtune.errors import UserError
+
+    def bug(cfg):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(evaluate_module, "evaluate", bug)
+    with pytest.raises(ValueError, match="internal invariant"):  # not swallowed into exit 2
+        main(["retriever", "eval", f"output_dir={tmp_path}"])
+
+    def user_error(cfg):
+        raise UserError("data.beir_dir: no such folder")
+
+    monkeypatch.setattr(evaluate_module, "evaluate", user_error)
+    assert main(["retriever", "eval", f"output_dir={tmp_path}"]) == 2
+    assert capsys.readouterr().err.strip() == "ragtune: error: data.beir_dir: no such folder"

@@ -6,11 +6,16 @@
   and whose ``final_decision`` (yes/no/maybe) is kept. The official test ids form the test split.
 - HaluEval QA (``qa_one-turn_data.json``): each row's ``knowledge`` is a passage (id ``h<row>``), the
   answer is ``right_answer`` and the ``hallucinated_answer`` is kept for faithfulness checks.
+- Any SQuAD-format file (v1.1, or v2 with ``is_impossible``; COVID-QA is one): each context is cut
+  into passages of ``passage_words`` words, a question's positives are the passages holding its
+  answer span, and the train/test split is by article (:func:`squad`).
 """
 
 from __future__ import annotations
 
 import json
+import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +105,143 @@ def halueval(path: str | Path) -> tuple[dict[str, Passage], list[QAExample]]:
     if not examples:
         raise DataError(path, None, None, "no rows")
     return corpus, examples
+
+
+def _windows(text: str, words: int, stride: int) -> list[tuple[int, int]]:
+    """Character spans ``[start, end)`` of windows of ``words`` whitespace-separated words, one
+    every ``stride`` words, the last one ending with the text."""
+    spans = [m.span() for m in re.finditer(r"\S+", text)]
+    out = []
+    for first in range(0, len(spans), stride):
+        last = min(first + words, len(spans)) - 1
+        out.append((spans[first][0], spans[last][1]))
+        if last == len(spans) - 1:
+            break
+    return out
+
+
+def squad(
+    path: str | Path,
+    passage_words: int = 100,
+    stride: int | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[dict[str, Passage], list[QAExample], list[QAExample], dict[str, int]]:
+    """Read a SQuAD-format file; return ``(corpus, train, test, stats)``.
+
+    Each paragraph's ``context`` is cut into passages of ``passage_words`` words, a new one every
+    ``stride`` words (default: ``passage_words``, no overlap), with ids ``<article>-<paragraph>-<n>``
+    (``<article>``: the article's ``document_id``, else its position) and the article's title (its
+    ``title``, else the context's first line) as title. A question's positives are the passages
+    whose span overlaps an answer's span (an answer crossing a boundary marks both); its answer is
+    the first answer's text. SQuAD v2 questions marked ``is_impossible`` have no gold passage and
+    are left out (counted in ``stats``). The split is by article: a seeded ``test_fraction`` of the
+    articles that have questions goes to test, so no article answers questions on both sides;
+    articles without questions stay in the corpus.
+
+    Raises :class:`DataError` naming the question id on a missing field, an ``answer_start`` out of
+    range or not pointing at its answer text, or a duplicate question id.
+    """
+    if passage_words < 1:
+        raise DataError(path, None, "passage_words", "must be >= 1")
+    stride = stride or passage_words
+    if not 1 <= stride <= passage_words:
+        raise DataError(path, None, "stride", f"must be in [1, passage_words={passage_words}], got {stride}")
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(path, None, "test_fraction", f"must be in (0, 1), got {test_fraction}")
+    path = Path(path)
+    data = _load_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list) or not data["data"]:
+        raise DataError(path, None, "data", "expected a SQuAD object with a non-empty list of articles")
+    corpus: dict[str, Passage] = {}
+    by_article: dict[str, list[QAExample]] = {}
+    seen: set[str] = set()
+    stats = {"articles": 0, "paragraphs": 0, "questions": 0, "impossible": 0, "boundary_answers": 0}
+    for a, article in enumerate(data["data"]):
+        where = f"data[{a}]"
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            raise DataError(path, None, f"{where}.paragraphs", "missing or not a list")
+        key = str(article.get("document_id", paragraphs[0].get("document_id", a) if paragraphs else a))
+        stats["articles"] += 1
+        examples = by_article.setdefault(key, [])
+        for j, para in enumerate(paragraphs):
+            context = para.get("context") if isinstance(para, dict) else None
+            if not isinstance(context, str) or not context.strip():
+                raise DataError(path, None, f"{where}.paragraphs[{j}].context", "missing or empty")
+            stats["paragraphs"] += 1
+            title = str(article.get("title") or context.strip().splitlines()[0]).strip()[:200]
+            spans = _windows(context, passage_words, stride)
+            ids = [f"{key}-{j}-{n}" for n in range(len(spans))]
+            for pid, (lo, hi) in zip(ids, spans, strict=True):
+                if pid in corpus:
+                    raise DataError(path, None, f"{where}.document_id", f"duplicate passage id {pid!r}")
+                corpus[pid] = Passage(pid, context[lo:hi], title)
+            for q in para.get("qas") or []:
+                qid = str(q.get("id", "")) if isinstance(q, dict) else ""
+                if not qid:
+                    raise DataError(path, None, f"{where}.paragraphs[{j}].qas.id", "a question without an id")
+                if qid in seen:
+                    raise DataError(path, None, f"question {qid}", "duplicate question id")
+                seen.add(qid)
+                if not isinstance(q.get("question"), str) or not q["question"].strip():
+                    raise DataError(path, None, f"question {qid}.question", "missing or empty")
+                if q.get("is_impossible"):
+                    stats["impossible"] += 1
+                    continue
+                answers = q.get("answers")
+                if not isinstance(answers, list) or not answers:
+                    raise DataError(path, None, f"question {qid}.answers", "missing or empty")
+                positives: list[str] = []
+                for n, ans in enumerate(answers):
+                    text, start = (
+                        (ans.get("text"), ans.get("answer_start")) if isinstance(ans, dict) else (None, None)
+                    )
+                    field = f"question {qid}.answers[{n}]"
+                    if not isinstance(text, str) or not text.strip():
+                        raise DataError(path, None, f"{field}.text", "missing or empty")
+                    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < len(context):
+                        raise DataError(
+                            path, None, f"{field}.answer_start", f"{start!r} is not in the context"
+                        )
+                    if context[start : start + len(text)] != text:
+                        found = context[start : start + min(len(text), 40)]
+                        raise DataError(
+                            path,
+                            None,
+                            f"{field}.answer_start",
+                            f"{start} points at {found!r}, not at the answer text",
+                        )
+                    hit = [
+                        pid
+                        for pid, (lo, hi) in zip(ids, spans, strict=True)
+                        if lo < start + len(text) and start < hi
+                    ]
+                    stats["boundary_answers"] += len(hit) > 1 and not any(
+                        lo <= start and start + len(text) <= hi for lo, hi in spans
+                    )
+                    positives += [p for p in hit if p not in positives]
+                examples.append(
+                    QAExample(
+                        id=qid,
+                        question=q["question"].strip(),
+                        answer=answers[0]["text"].strip(),
+                        contexts=tuple(corpus[p] for p in positives),
+                        positive_ids=tuple(positives),
+                        meta={"article": key},
+                    )
+                )
+                stats["questions"] += 1
+    with_questions = sorted(k for k, v in by_article.items() if v)
+    if len(with_questions) < 2:
+        raise DataError(path, None, "data", "need questions on at least 2 articles to split by article")
+    n_test = min(len(with_questions) - 1, max(1, round(len(with_questions) * test_fraction)))
+    test_articles = set(random.Random(seed).sample(with_questions, n_test))
+    train = [e for k in with_questions if k not in test_articles for e in by_article[k]]
+    test = [e for k in with_questions if k in test_articles for e in by_article[k]]
+    stats.update(passages=len(corpus), train_articles=len(with_questions) - n_test, test_articles=n_test)
+    stats.update(train_questions=len(train), test_questions=len(test))
+    return corpus, train, test, stats
 
 
 def write_dataset(out: str | Path, corpus: dict[str, Passage], splits: dict[str, list[QAExample]]) -> Path:

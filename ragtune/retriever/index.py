@@ -446,7 +446,7 @@ def _read_json(path: Path) -> Any:
 # ------------------------------------------------------------------------------------ entry points
 
 
-def build(cfg: RetrieverConfig) -> Path:
+def build_index(cfg: RetrieverConfig) -> Path:
     """Encode the corpus of ``cfg.data.beir_dir`` with ``cfg.model`` into on-disk shards
     (``cfg.index.embeddings_dir``, default ``cfg.output_dir / "embeddings"``; a killed run resumes
     there, see :mod:`ragtune.retriever.shards`), build a ``cfg.index`` index from them one shard at
@@ -519,7 +519,7 @@ def build(cfg: RetrieverConfig) -> Path:
     return folder
 
 
-def search(
+def search_index(
     index_dir: Path,
     queries_path: Path,
     out: Path,

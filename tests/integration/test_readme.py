@@ -43,6 +43,7 @@ def test_readme_quickstart_commands_run(tmp_path: Path) -> None:
         "demo-bm25",
         "demo-train",
         "demo-index",
+        "demo-generator",
         "demo-e2e-quick",
     ):  # outputs of these commands
         shutil.rmtree(ROOT / "runs" / name, ignore_errors=True)

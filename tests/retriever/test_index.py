@@ -12,7 +12,7 @@ from ragtune.config import load_config
 from ragtune.data.io import read_run
 from ragtune.eval.ir import topk_overlap
 from ragtune.retriever.config import IndexConfig, RetrieverConfig
-from ragtune.retriever.index import DenseIndex, build, search
+from ragtune.retriever.index import DenseIndex, build_index, search_index
 from tests.conftest import DEMO
 
 N, DIM = 2000, 32
@@ -255,7 +255,7 @@ def test_build_and_search_end_to_end(tiny_encoder: Path, tmp_path: Path) -> None
         ],
         RetrieverConfig,
     )
-    folder = build(cfg)
+    folder = build_index(cfg)
     assert folder == tmp_path / "out" / "index"
     assert (tmp_path / "out" / "config.yaml").is_file()
     meta = json.loads((folder / "index.json").read_text())
@@ -263,7 +263,7 @@ def test_build_and_search_end_to_end(tiny_encoder: Path, tmp_path: Path) -> None
     assert meta["model"] == str(tiny_encoder) and meta["n"] == len(corpus) and meta["dim"] == 32
     assert meta["report"]["recall@10_vs_exact"] == 1.0 and meta["version"] == 1
 
-    run_path = search(folder, DEMO / "queries.jsonl", tmp_path / "run.trec", k=7)
+    run_path = search_index(folder, DEMO / "queries.jsonl", tmp_path / "run.trec", k=7)
     run = read_run(run_path)
     queries = load_queries(DEMO / "queries.jsonl")
     assert list(run) == list(queries)
