@@ -330,7 +330,8 @@ def evaluate(r: Round) -> dict[str, Any]:
     hits = r.retriever.search([e.question for e in data.eval], depth)
     run = {e.id: dict(h) for e, h in zip(data.eval, hits, strict=True)}
     qrels = {e.id: {pid: 1 for pid in data.gold_ids(e)} for e in data.eval}
-    ir = evaluate_run(run, qrels, ks=cfg.eval.ks, metrics=("Recall", "MRR", "nDCG")).metrics
+    ranking = evaluate_run(run, qrels, ks=cfg.eval.ks, metrics=("Recall", "MRR", "nDCG"))
+    ir = ranking.metrics
     shown = [[data.corpus[pid] for pid, _ in h[: cfg.top_k]] for h in hits]
     answers, kept, speed = r.generator.answer([e.question for e in data.eval], shown)
     gen, per = evaluate_generation(answers, [e.answer for e in data.eval], [e.id for e in data.eval])
@@ -354,6 +355,8 @@ def evaluate(r: Round) -> dict[str, Any]:
                 "ROUGE-L": per[e.id]["ROUGE-L"],
                 "faithfulness": f,
                 "outcome": kind,
+                # every metric of this question, for paired comparisons of runs (ragtune report A B)
+                "metrics": {**ranking.per_query.get(e.id, {}), **per[e.id], "faithfulness": f},
             }
         )
     if dist.is_main():

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.data.io import atomic_write_text
+from ragtune.eval.significance import paired_tests
 
 
 def markdown_table(
@@ -200,6 +201,34 @@ def write_run_report(run_dir: str | Path) -> Path:
     return atomic_write_text(run_dir / "report.md", render_run_report(report))
 
 
+def question_metrics(run_dir: str | Path, round_: int | None) -> dict[str, dict[str, float]]:
+    """Each evaluated question's metrics in a round of a joint run (``rounds/round_<r>/predictions.jsonl``;
+    empty when the run predates per-question metrics or the round was not evaluated)."""
+    path = Path(run_dir) / "rounds" / f"round_{round_}" / "predictions.jsonl"
+    if round_ is None or not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {str(r["id"]): r["metrics"] for r in rows if isinstance(r.get("metrics"), dict)}
+
+
+def significance_table(tests: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown of :func:`ragtune.eval.significance.paired_tests` results, one row per metric."""
+    if not tests:
+        return "No paired test: the runs share no per-question metrics (rerun them with this version)."
+    n = {t["n"] for t in tests.values()}
+    lines = [
+        f"Paired over the questions both runs answered (n = {', '.join(map(str, sorted(n)))}): B - A, "
+        "paired-bootstrap 95% CI, randomisation-test p-value.",
+        "",
+        "| metric | B - A | 95% CI | p |",
+        "| --- | --- | --- | --- |",
+    ]
+    for m, t in tests.items():
+        lo, hi = t["ci95"]
+        lines.append(f"| {m} | {t['delta']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {t['p_value']:.4f} |")
+    return "\n".join(lines)
+
+
 def compare_run_reports(run_a: str | Path, run_b: str | Path, out: str | Path | None = None) -> str:
     """The final-round metrics of two runs side by side with B - A; with ``out``, also writes
     ``compare.md`` and the overlaid plots there. Returns the Markdown."""
@@ -215,11 +244,16 @@ def compare_run_reports(run_a: str | Path, run_b: str | Path, out: str | Path | 
         done = [r for r in rep["rounds"] if "errors" in r]
         if done:
             errors[name] = done[-1]["errors"]
+    tests = paired_tests(
+        question_metrics(run_a, a["final_round"]), question_metrics(run_b, b["final_round"]), columns
+    )
     text = "\n".join(
         [
             f"# {name_a} vs {name_b} (final round: {a['final_round']} vs {b['final_round']})",
             "",
             markdown_table(rows, columns, label="run"),
+            "",
+            significance_table(tests),
             "",
             markdown_table(errors, list(ERROR_COLUMNS), digits=0, label="errors"),
             "",
@@ -233,4 +267,6 @@ def compare_run_reports(run_a: str | Path, run_b: str | Path, out: str | Path | 
         out.mkdir(parents=True, exist_ok=True)
         plot_rounds({name_a: a, name_b: b}, out)
         atomic_write_text(out / "compare.md", text + "\n![](retrieval.png)\n![](answers.png)\n")
+        doc = {"a": str(run_a), "b": str(run_b), "final": {"a": a["final"], "b": b["final"]}, "paired": tests}
+        atomic_write_text(out / "compare.json", json.dumps(doc, indent=2) + "\n")
     return text

@@ -183,6 +183,14 @@ def test_report_rerender_and_compare_through_the_cli(
     r0 = json.loads((a / "report.json").read_text())["rounds"][0]["metrics"]
     assert fb["nDCG@10"] == pytest.approx(r0["nDCG@10"])
     assert main(["report", str(tmp_path / "nothing")]) == 2
+    # the paired test over the questions: its mean difference is the difference of the means
+    paired = json.loads((tmp_path / "cmp" / "compare.json").read_text())["paired"]
+    for metric in ("ROUGE-L", "F1", "nDCG@10", "Recall@3", "faithfulness"):
+        t = paired[metric]
+        assert t["n"] == len((a / "rounds" / "round_1" / "predictions.jsonl").read_text().splitlines())
+        assert t["delta"] == pytest.approx(fb[metric] - fa[metric], abs=1e-9)
+        assert t["ci95"][0] <= t["delta"] <= t["ci95"][1] and 0 <= t["p_value"] <= 1
+    assert "| ROUGE-L |" in text and "randomisation-test p-value" in text
 
 
 def test_bad_input_is_a_clear_error(tmp_path: Path, tiny_encoder: Path, tiny_lm: Path) -> None:
