@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         "--test-fraction", type=float, default=0.2, help="squad: share of the articles in the test split"
     )
     c.add_argument("--seed", type=int, default=0, help="squad: seed of the split by article")
+    c.add_argument(
+        "--offset-tolerance",
+        type=int,
+        default=0,
+        help="squad: re-anchor an answer whose text starts at most this many characters from its answer_start",
+    )
     ck = da.add_parser("check", help="validate a data file and print its size")
     ck.add_argument("kind", choices=["beir", "corpus", "queries", "qrels", "triplets", "qa", "run"])
     ck.add_argument("path", type=Path)
@@ -167,7 +173,7 @@ def _data_convert(args: argparse.Namespace) -> int:
         splits = {"train": train, "test": test}
     elif args.dataset == "squad":
         corpus, train, test, stats = converters.squad(
-            args.src, args.passage_words, args.stride, args.test_fraction, args.seed
+            args.src, args.passage_words, args.stride, args.test_fraction, args.seed, args.offset_tolerance
         )
         splits = {"train": train, "test": test}
         print(", ".join(f"{k} {v}" for k, v in stats.items()))

@@ -165,3 +165,17 @@ def test_the_cli_writes_a_beir_folder_and_qa_files(tmp_path: Path) -> None:
     test = load_qa(out / "qa_test.jsonl", beir.corpus)
     assert len(beir.corpus) == 5 * 3 + 2 and len(train) + len(test) == 10
     assert all(set(beir.qrels[e.id]) == set(e.positive_ids) for e in test)
+
+
+def test_an_answer_start_off_by_a_little_is_an_error_unless_tolerated(tmp_path: Path) -> None:
+    path = make_file(tmp_path)
+    data = json.loads(path.read_text())
+    answer = data["data"][0]["paragraphs"][0]["qas"][1]["answers"][0]
+    answer["answer_start"] += 1  # COVID-QA has 142 answers like this
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"--offset-tolerance 1 re-anchors it"):
+        squad(path, 10)
+    _, train, test, stats = squad(path, 10, offset_tolerance=1)
+    assert stats["answers_realigned"] == 1
+    e = next(e for e in train + test if e.id == "d0-across")
+    assert e.positive_ids == ("d0-0-0", "d0-0-1") and e.answer == "d07 d08 d09"
