@@ -1,0 +1,253 @@
+"""Joint RAG tuning on COVID-QA, where retrieval has headroom: zero-shot, supervised and joint
+retrievers, the generator alone, both tuned separately, and joint tuning, at the same budget.
+
+    python benchmarks/joint_covidqa/run.py [--test-limit 100] [--rounds 1] [--questions-per-round 128]
+        [--seeds 0] [--split test|dev] [--resume] [KEY=VALUE ...]
+
+Data: ``ragtune data convert squad`` of ../shared/datasets/covidqa (100-word passages, answers
+re-anchored with --offset-tolerance 1, split by article with seed 0: 806 training / 195 test
+questions). ``--split dev`` holds out a fifth of the *training* articles instead (seeded, by
+article) and evaluates on them: settings are chosen there, never on test.
+
+Variants (each a child process; wall time and peak RSS from wait4):
+
+- retrieval only, on every evaluation question: ``bm25_no_tuning``, ``no_tuning`` (the packaged
+  MiniLM, dense), ``hybrid_no_tuning`` (RRF of both); ``retriever_only`` (contrastive training on
+  the training questions' positives with BM25-mined negatives, configs/retriever/covidqa.yaml) and
+  its hybrid;
+- end to end, on the first ``--test-limit`` evaluation questions (configs/e2e/covidqa.yaml):
+  ``no_tuning`` (round 0 of the joint run), ``generator_only`` (SFT rounds on the zero-shot
+  retriever's passages), ``separate`` (``retriever_only``'s encoder with ``generator_only``'s
+  adapter), ``joint`` (generator SFT and LSR retriever updates alternating, warm-started from
+  ``retriever_only``'s encoder, as Atlas and RA-DIT start from a trained retriever) and
+  ``joint_cold`` (the same from the zero-shot encoder).
+
+``joint - separate`` is reported per metric with a paired bootstrap 95% CI and a randomisation
+p-value over the questions (ragtune.eval.significance). Writes
+benchmarks/results/joint_covidqa[_dev].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import SHARED_DATASETS, child, write_result  # noqa: E402
+from ragtune.data.converters import squad, write_dataset  # noqa: E402
+from ragtune.eval.report import question_metrics  # noqa: E402
+from ragtune.eval.significance import paired_tests  # noqa: E402
+
+RETRIEVER = ROOT / "configs/retriever/covidqa.yaml"
+E2E = ROOT / "configs/e2e/covidqa.yaml"
+IR = ("Recall@1", "Recall@5", "Recall@10", "Recall@20", "MRR@10", "nDCG@10")
+ANSWERS = ("ROUGE-1", "ROUGE-2", "ROUGE-L", "EM", "F1", "faithfulness")
+PY = [sys.executable, "-m", "ragtune.cli"]
+
+
+def pick(metrics: dict, keys=IR + ANSWERS) -> dict:
+    return {k: round(metrics[k], 4) for k in keys if k in metrics}
+
+
+def prepare(folder: Path, split: str) -> Path:
+    """The BEIR folder + QA files of COVID-QA; with ``split="dev"`` the training articles' dev split."""
+    corpus, train, test, stats = squad(SHARED_DATASETS / "covidqa" / "covidqa.json", 100, None, 0.2, 0, 1)
+    if split == "dev":
+        articles = sorted({e.meta["article"] for e in train})
+        dev = set(random.Random(1).sample(articles, round(len(articles) * 0.2)))
+        train, test = (
+            [e for e in train if e.meta["article"] not in dev],
+            [e for e in train if e.meta["article"] in dev],
+        )
+    write_dataset(folder, corpus, {"train": train, "test": test})
+    (folder / "stats.json").write_text(
+        json.dumps({**stats, "split": split, "eval_questions": len(test)}, indent=1)
+    )
+    return folder
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument(
+        "--test-limit", type=int, default=100, help="end-to-end variants: the first N evaluation questions"
+    )
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--questions-per-round", type=int, default=128)
+    ap.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="seeds of the separate and joint variants"
+    )
+    ap.add_argument("--split", choices=["test", "dev"], default="test")
+    ap.add_argument("--resume", action="store_true", help="reuse variants finished by an earlier invocation")
+    ap.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="overrides for every joint-loop variant")
+    args = ap.parse_args()
+    work = HERE / "work" / args.split
+    data = prepare(work / "data", args.split)
+    runs: dict[str, dict] = {}
+
+    def run(name: str, cmd: list[str], done: Path) -> dict:
+        stats = work / f"{name}.child.json"
+        if not (args.resume and stats.exists() and done.exists()):
+            wall, rss = child(cmd, work / f"{name}.log")
+            stats.write_text(json.dumps({"wall_s": round(wall, 1), "peak_rss_mb": round(rss, 1)}))
+        runs[name] = json.loads(stats.read_text())
+        print(name, runs[name], flush=True)
+        return runs[name]
+
+    # ---- retrieval: zero-shot and supervised, every evaluation question
+    r_common = ["--config", str(RETRIEVER), f"data.beir_dir={data}"]
+    zero = work / "retrieval_zero_shot"
+    run(
+        "retrieval_zero_shot",
+        [*PY, "retriever", "eval", *r_common, f"output_dir={zero}"],
+        zero / "summary.json",
+    )
+    sup = work / "retriever_only"
+    negatives = sup / "negatives.jsonl"
+    run(
+        "mine",
+        [*PY, "retriever", "mine", *r_common, f"mining.out={negatives}", f"output_dir={sup}"],
+        negatives,
+    )
+    run(
+        "retriever_train",
+        [*PY, "retriever", "train", *r_common, f"data.triplets={negatives}", f"output_dir={sup}"],
+        sup / "model",
+    )
+    sup_eval = sup / "eval"
+    model = f"model.name={sup / 'model'}"
+    run(
+        "retriever_eval",
+        [*PY, "retriever", "eval", *r_common, model, "eval.methods=[dense,hybrid]", f"output_dir={sup_eval}"],
+        sup_eval / "summary.json",
+    )
+
+    # ---- end to end
+    e_common = [
+        *["--config", str(E2E), f"data.corpus={data}", f"data.train={data / 'qa_train.jsonl'}"],
+        *[f"data.eval={data / 'qa_test.jsonl'}", f"data.max_eval={args.test_limit}", f"rounds={args.rounds}"],
+        f"questions_per_round={args.questions_per_round}",
+        *args.extra,
+    ]
+
+    def e2e(name: str, seed: int, *overrides: str) -> Path:
+        out = work / f"{name}_s{seed}"
+        if not (args.resume and (out / "report.json").exists()):
+            shutil.rmtree(out, ignore_errors=True)
+        run(
+            f"{name}_s{seed}",
+            [*PY, "e2e", "train", *e_common, f"seed={seed}", f"output_dir={out}", *overrides],
+            out / "report.json",
+        )
+        return out
+
+    for seed in args.seeds:
+        gen = e2e(
+            "generator_only",
+            seed,
+            "retriever.enabled=false",
+            "false_negatives.enabled=false",
+            "eval.rounds=last",
+        )
+        e2e(
+            "separate",
+            seed,
+            "rounds=0",
+            f"retriever.query_model={sup / 'model'}",
+            f"generator.adapter={gen / 'adapter'}",
+        )
+        e2e("joint", seed, f"retriever.query_model={sup / 'model'}")
+        e2e("joint_cold", seed)
+
+    # ---- results
+    variants: dict[str, dict] = {}
+    zero_summary = json.loads((zero / "summary.json").read_text())
+    sup_summary = json.loads((sup_eval / "summary.json").read_text())
+    for method, name in (("bm25", "bm25_no_tuning"), ("dense", "no_tuning"), ("hybrid", "hybrid_no_tuning")):
+        variants[name] = {"retrieval": pick(zero_summary["metrics"][method], IR)}
+    variants["retriever_only"] = {"retrieval": pick(sup_summary["metrics"]["dense"], IR)}
+    variants["retriever_only_hybrid"] = {"retrieval": pick(sup_summary["metrics"]["hybrid"], IR)}
+    train_summary = json.loads((sup / "train_summary.json").read_text())
+    variants["retriever_only"].update(
+        wall_s=runs["retriever_train"]["wall_s"],
+        peak_rss_mb=runs["retriever_train"]["peak_rss_mb"],
+        pairs_per_s=train_summary["pairs_per_s"],
+    )
+    first = work / f"joint_s{args.seeds[0]}"
+    round0 = json.loads((first / "report.json").read_text())["rounds"][0]
+    variants["no_tuning"]["metrics"] = pick(round0["metrics"])
+    for name in ("generator_only", "separate", "joint", "joint_cold"):
+        per_seed = {}
+        for seed in args.seeds:
+            report = json.loads((work / f"{name}_s{seed}" / "report.json").read_text())
+            per_seed[str(seed)] = {
+                "metrics": pick(report["final"]),
+                "metrics_per_round": {
+                    str(r["round"]): pick(r["metrics"]) for r in report["rounds"] if "metrics" in r
+                },
+                **runs[f"{name}_s{seed}"],
+                "seconds_per_round": {str(r["round"]): round(r["wall_s"], 1) for r in report["rounds"]},
+            }
+        mean = {
+            k: round(sum(s["metrics"][k] for s in per_seed.values()) / len(per_seed), 4)
+            for k in per_seed[str(args.seeds[0])]["metrics"]
+        }
+        variants[name] = {"metrics": mean, "seeds": per_seed}
+    paired = {}
+    for seed in args.seeds:
+        a = question_metrics(work / f"separate_s{seed}", 0)
+        for name in ("joint", "joint_cold"):
+            report = json.loads((work / f"{name}_s{seed}" / "report.json").read_text())
+            b = question_metrics(work / f"{name}_s{seed}", report["final_round"])
+            paired[f"{name}-separate/seed{seed}"] = paired_tests(a, b, [*IR, *ANSWERS])
+    j, s = variants["joint"]["metrics"], variants["separate"]["metrics"]
+    best_single = max(variants[v]["retrieval"]["nDCG@10"] for v in ("bm25_no_tuning", "retriever_only"))
+    targets = {
+        "tuned_retriever_beats_bm25_by_0.05_nDCG@10": variants["retriever_only"]["retrieval"]["nDCG@10"]
+        - variants["bm25_no_tuning"]["retrieval"]["nDCG@10"]
+        >= 0.05,
+        "tuned_retriever_beats_zero_shot_by_0.10_nDCG@10": variants["retriever_only"]["retrieval"]["nDCG@10"]
+        - variants["no_tuning"]["retrieval"]["nDCG@10"]
+        >= 0.10,
+        "hybrid_beats_best_single": variants["retriever_only_hybrid"]["retrieval"]["nDCG@10"] > best_single,
+        "joint_F1>separate_CI_above_0": all(
+            p["F1"]["ci95"][0] > 0 for k, p in paired.items() if k.startswith("joint-")
+        ),
+        "joint_ROUGE-L>separate_CI_above_0": all(
+            p["ROUGE-L"]["ci95"][0] > 0 for k, p in paired.items() if k.startswith("joint-")
+        ),
+        "joint_Recall@5>=separate": j["Recall@5"] >= s["Recall@5"],
+        "joint_faithfulness>=separate": j["faithfulness"] >= s["faithfulness"],
+    }
+    extra = " ".join(args.extra)
+    command = (
+        f"python benchmarks/joint_covidqa/run.py --split {args.split} --test-limit {args.test_limit} --rounds {args.rounds} "
+        f"--questions-per-round {args.questions_per_round} --seeds {' '.join(map(str, args.seeds))} {extra}"
+    ).strip()
+    data_stats = json.loads((data / "stats.json").read_text())
+    name = "joint_covidqa" if args.split == "test" else "joint_covidqa_dev"
+    path = write_result(
+        name,
+        command,
+        args.seeds[0],
+        variants,
+        extra={
+            "data": data_stats,
+            "paired": paired,
+            "targets": targets,
+            "children": runs,
+            "overrides": args.extra,
+        },
+    )
+    print(json.dumps(targets, indent=2))
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
