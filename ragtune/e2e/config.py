@@ -62,6 +62,11 @@ class RetrieverStep:
     include_gold: bool = setting(
         True, help="put a gold passage among the top_k candidates when retrieval missed it"
     )
+    candidates: Literal["dense", "hybrid"] = setting(
+        "dense",
+        help="training questions' passages (the LM's candidates and the distractors): the dense retriever's, "
+        "or its reciprocal-rank fusion with BM25 (the LM then sees passages the dense model misses)",
+    )
     epochs: int = setting(1, help="passes over the round's questions")
     batch_size: int = setting(16, help="questions per optimiser step")
     lr: float = setting(2e-5, help="AdamW learning rate")

@@ -82,11 +82,16 @@ def round_questions(cfg: E2EConfig, data: Data, round_: int) -> list[QAExample]:
 
 
 def retrieve(r: Round) -> dict[str, Any]:
-    """Each training question's top ``top_k + SEARCH_EXTRA`` passage ids under the current index."""
-    questions = r.questions
-    hits = r.retriever.search([e.question for e in questions], r.cfg.top_k + SEARCH_EXTRA)
+    """Each training question's top ``top_k + SEARCH_EXTRA`` passage ids under the current index
+    (fused with BM25's with ``retriever.candidates=hybrid``)."""
+    questions, depth = r.questions, r.cfg.top_k + SEARCH_EXTRA
+    texts = [e.question for e in questions]
+    if r.cfg.retriever.candidates == "hybrid":
+        ranked = r.retriever.search_hybrid(texts, depth)
+    else:
+        ranked = [[pid for pid, _ in h] for h in r.retriever.search(texts, depth)]
     r.hits.clear()
-    r.hits.update({e.id: [pid for pid, _ in h] for e, h in zip(questions, hits, strict=True)})
+    r.hits.update({e.id: ids for e, ids in zip(questions, ranked, strict=True)})
     return {"questions": len(r.hits), "index_version": r.retriever.version}
 
 

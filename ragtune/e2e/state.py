@@ -88,6 +88,7 @@ class Retriever:
         if r.mode == "query":
             self.passage.requires_grad_(False)
         self.row = {pid: i for i, pid in enumerate(data.ids)}
+        self.bm25 = None  # built on first use by search_hybrid
         if checkpoint is None:
             self.version = 0
             self.build_index()
@@ -122,6 +123,20 @@ class Retriever:
 
     def search(self, questions: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
         return self.index.search(self.encode_queries(questions), k)
+
+    def search_hybrid(self, questions: Sequence[str], k: int) -> list[list[str]]:
+        """The top ``k`` passage ids of the reciprocal-rank fusion (k=60) of BM25's and the dense
+        retriever's top ``k`` each (the BM25 index is built on first use)."""
+        from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion
+
+        if self.bm25 is None:
+            self.bm25 = BM25(self.data.ids, [p.full_text() for p in self.data.corpus.values()])
+        lexical = self.bm25.search(list(questions), k)
+        dense = self.search(questions, k)
+        return [
+            [pid for pid, _ in reciprocal_rank_fusion([[d for d, _ in b], [d for d, _ in h]], depth=k)]
+            for b, h in zip(lexical, dense, strict=True)
+        ]
 
 
 class Generator:

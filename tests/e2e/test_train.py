@@ -226,3 +226,31 @@ def test_lsr_without_the_false_negative_check(tmp_path: Path, tiny_encoder: Path
     # the LSR update is the same whether or not the extra passages were scored
     assert stage_on["loss_first"] == pytest.approx(stage_off["loss_first"], rel=1e-5)
     assert stage_off["steps"] == stage_on["steps"] > 0
+
+
+def test_hybrid_candidates_fuse_bm25_with_the_dense_retriever(
+    tmp_path: Path, tiny_encoder: Path, tiny_lm: Path
+) -> None:
+    from ragtune.e2e.stages import SEARCH_EXTRA
+    from ragtune.e2e.state import Data, Retriever
+    from ragtune.e2e.train import train
+    from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion
+
+    cfg = tiny_config(
+        tmp_path / "run", tiny_encoder, tiny_lm, "rounds=1", "retriever.candidates=hybrid", "eval.rounds=last"
+    )
+    out = train(cfg)
+    hits = json.loads((out / "checkpoint" / "state.json").read_text())["hits"]  # round 1's retrieve stage
+    data = Data(cfg)
+    retriever = Retriever(cfg, data)  # the encoder as round 1's retrieve stage saw it
+    depth = cfg.top_k + SEARCH_EXTRA
+    questions = [e.question for e in data.train]
+    lexical = BM25(data.ids, [p.full_text() for p in data.corpus.values()]).search(questions, depth)
+    dense = retriever.search(questions, depth)
+    for e, b, d in zip(data.train, lexical, dense, strict=True):
+        expected = [
+            pid for pid, _ in reciprocal_rank_fusion([[x for x, _ in b], [x for x, _ in d]], depth=depth)
+        ]
+        assert hits[e.id] == expected
+    assert any(hits[e.id] != [x for x, _ in d] for e, d in zip(data.train, dense, strict=True))
+    assert final_metrics(out)["Recall@3"] >= 0
