@@ -509,7 +509,96 @@ DEMO_TIME = Table(
     ],
 )
 
-TABLES: list[Table] = [
+_COVID = "joint_covidqa"
+
+
+def _retrieval(name: str) -> Cell:
+    return lambda v: fmt(v["retrieval"][name], 4) if name in v.get("retrieval", {}) else ""
+
+
+JOINT_COVIDQA_RETRIEVAL = Table(
+    "joint_covidqa_retrieval",
+    [
+        ("BM25", _COVID, "bm25_no_tuning"),
+        ("dense, packaged MiniLM (zero-shot)", _COVID, "no_tuning"),
+        ("hybrid (RRF), zero-shot", _COVID, "hybrid_no_tuning"),
+        ("dense, fine-tuned on the training questions", _COVID, "retriever_only"),
+        ("hybrid (RRF), fine-tuned", _COVID, "retriever_only_hybrid"),
+    ],
+    [
+        ("nDCG@10", _retrieval("nDCG@10")),
+        ("Recall@5", _retrieval("Recall@5")),
+        ("Recall@20", _retrieval("Recall@20")),
+        ("MRR@10", _retrieval("MRR@10")),
+    ],
+)
+
+
+def _seed0(key: str, digits: int = 0, unit: str = "") -> Cell:
+    def cell(v: dict[str, Any]) -> str:
+        seeds = v.get("seeds") or {}
+        first = seeds[min(seeds, key=int)] if seeds else {}
+        return f"{fmt(first[key], digits)}{unit}" if first.get(key) is not None else ""
+
+    return cell
+
+
+JOINT_COVIDQA = Table(
+    "joint_covidqa",
+    [
+        ("no tuning (round 0 of joint)", _COVID, "no_tuning"),
+        ("generator only", _COVID, "generator_only"),
+        ("separate: fine-tuned retriever + generator only (wall: evaluation only)", _COVID, "separate"),
+        ("joint, warm start from the fine-tuned retriever", _COVID, "joint"),
+        ("joint, cold start (packaged retriever)", _COVID, "joint_cold"),
+        ("joint, warm, hybrid BM25 + dense candidates", _COVID, "joint_hybrid"),
+    ],
+    [
+        ("Recall@5", metric("Recall@5")),
+        ("nDCG@10", metric("nDCG@10")),
+        ("ROUGE-L", metric("ROUGE-L")),
+        ("F1", metric("F1")),
+        ("EM", metric("EM")),
+        ("faithfulness", metric("faithfulness")),
+        ("seeds", lambda v: ", ".join(v.get("seeds", {})) or "0"),
+        ("wall (seed 0)", _seed0("wall_s", 0, " s")),
+        ("peak RSS (seed 0)", _seed0("peak_rss_mb", 0, " MB")),
+    ],
+)
+
+
+class PairedTable:
+    """The paired tests of a result file (``paired``: comparison -> metric -> test), a row each."""
+
+    def __init__(self, name: str, source: str, metrics: list[str]):
+        self.name, self.source, self.metrics = name, source, metrics
+
+    def sources(self) -> list[str]:
+        return [self.source]
+
+    def render(self) -> str:
+        lines = [provenance(self.sources()), ""]
+        lines.append("| comparison | " + " | ".join(self.metrics) + " |")
+        lines.append("|" + " --- |" * (len(self.metrics) + 1))
+        for comparison, tests in result(self.source)["paired"].items():
+            cells = []
+            for m in self.metrics:
+                t = tests.get(m)
+                cells.append(
+                    ""
+                    if t is None
+                    else f"{t['delta']:+.4f} [{t['ci95'][0]:+.4f}, {t['ci95'][1]:+.4f}] p={fmt(t['p_value'], 3)}"
+                )
+            n = next(iter(tests.values()))["n"] if tests else 0
+            lines.append(f"| {comparison} (n={n}) | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+JOINT_COVIDQA_PAIRED = PairedTable(
+    "joint_covidqa_paired", _COVID, ["F1", "ROUGE-L", "Recall@5", "faithfulness"]
+)
+
+TABLES: list[Table | PairedTable] = [
     FAITHFULNESS,
     RETRIEVER_SCIFACT,
     RETRIEVER_SPEED_TRAIN,
@@ -519,6 +608,9 @@ TABLES: list[Table] = [
     GENERATOR_BATCHING,
     JOINT_PUBMEDQA,
     JOINT_SWEEP,
+    JOINT_COVIDQA_RETRIEVAL,
+    JOINT_COVIDQA,
+    JOINT_COVIDQA_PAIRED,
     INDEX_SCALE,
     INDEX_SAME,
     PEER_SPEED,
@@ -541,6 +633,24 @@ def _short_hardware(*sources: str) -> str:
         )
         out.append(f"{kind}, {h.get('precision', '?')}")
     return "; ".join(dict.fromkeys(out))
+
+
+def _covid_summary() -> str:
+    """The COVID-QA headline: retrieval headroom, and joint vs separate with the paired test."""
+    doc = result("joint_covidqa")
+    v = doc["variants"]
+    key = (
+        "joint-separate/seed-mean" if "joint-separate/seed-mean" in doc["paired"] else "joint-separate/seed0"
+    )
+    t = doc["paired"][key]["F1"]
+    seeds = len(v["joint"].get("seeds", {})) or 1
+    return (
+        f"nDCG@10 BM25 {fmt(v['bm25_no_tuning']['retrieval']['nDCG@10'], 4)}, packaged dense "
+        f"{fmt(v['no_tuning']['retrieval']['nDCG@10'], 4)}, fine-tuned {fmt(v['retriever_only']['retrieval']['nDCG@10'], 4)}; "
+        f"answer F1 joint {fmt(v['joint']['metrics']['F1'], 4)} vs separate {fmt(v['separate']['metrics']['F1'], 4)} "
+        f"({seeds} seed{'s' if seeds > 1 else ''}; paired {t['delta']:+.4f}, 95% CI [{t['ci95'][0]:+.4f}, "
+        f"{t['ci95'][1]:+.4f}])"
+    )
 
 
 def summary() -> str:
@@ -584,6 +694,11 @@ def summary() -> str:
                 else ""
             ),
             ["joint_pubmedqa"],
+        ),
+        (
+            "joint tuning, COVID-QA",
+            _covid_summary(),
+            ["joint_covidqa"],
         ),
         (
             "faithfulness, HaluEval",

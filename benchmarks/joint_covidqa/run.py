@@ -20,7 +20,9 @@ Variants (each a child process; wall time and peak RSS from wait4):
   retriever's passages), ``separate`` (``retriever_only``'s encoder with ``generator_only``'s
   adapter), ``joint`` (generator SFT and LSR retriever updates alternating, warm-started from
   ``retriever_only``'s encoder, as Atlas and RA-DIT start from a trained retriever) and
-  ``joint_cold`` (the same from the zero-shot encoder).
+  ``joint_cold`` (the same from the zero-shot encoder) and ``joint_hybrid`` (warm, with the LM's
+  candidates and the distractors from BM25 + dense fusion, ``retriever.candidates=hybrid``).
+  All are reported: none was picked on the test questions.
 
 ``joint - separate`` is reported per metric with a paired bootstrap 95% CI and a randomisation
 p-value over the questions (ragtune.eval.significance). Writes
@@ -163,7 +165,9 @@ def main() -> None:
             f"generator.adapter={gen / 'adapter'}",
         )
         e2e("joint", seed, f"retriever.query_model={sup / 'model'}")
-        e2e("joint_cold", seed)
+        if seed == args.seeds[0]:  # the other joint settings: first seed only
+            e2e("joint_cold", seed)
+            e2e("joint_hybrid", seed, f"retriever.query_model={sup / 'model'}", "retriever.candidates=hybrid")
 
     # ---- results
     variants: dict[str, dict] = {}
@@ -182,9 +186,9 @@ def main() -> None:
     first = work / f"joint_s{args.seeds[0]}"
     round0 = json.loads((first / "report.json").read_text())["rounds"][0]
     variants["no_tuning"]["metrics"] = pick(round0["metrics"])
-    for name in ("generator_only", "separate", "joint", "joint_cold"):
+    for name in ("generator_only", "separate", "joint", "joint_cold", "joint_hybrid"):
         per_seed = {}
-        for seed in args.seeds:
+        for seed in args.seeds if name in ("generator_only", "separate", "joint") else args.seeds[:1]:
             report = json.loads((work / f"{name}_s{seed}" / "report.json").read_text())
             per_seed[str(seed)] = {
                 "metrics": pick(report["final"]),
@@ -202,10 +206,30 @@ def main() -> None:
     paired = {}
     for seed in args.seeds:
         a = question_metrics(work / f"separate_s{seed}", 0)
-        for name in ("joint", "joint_cold"):
+        for name in ("joint", "joint_cold", "joint_hybrid") if seed == args.seeds[0] else ("joint",):
             report = json.loads((work / f"{name}_s{seed}" / "report.json").read_text())
             b = question_metrics(work / f"{name}_s{seed}", report["final_round"])
             paired[f"{name}-separate/seed{seed}"] = paired_tests(a, b, [*IR, *ANSWERS])
+    if len(args.seeds) > 1:  # each question's metrics averaged over the seeds, then paired
+
+        def seed_mean(name: str, round_of) -> dict[str, dict[str, float]]:
+            runs_ = [question_metrics(work / f"{name}_s{seed}", round_of(seed)) for seed in args.seeds]
+            shared = set.intersection(*(set(r) for r in runs_))
+            return {
+                q: {
+                    m: sum(r[q][m] for r in runs_) / len(runs_)
+                    for m in runs_[0][q]
+                    if all(m in r[q] for r in runs_)
+                }
+                for q in shared
+            }
+
+        def final_round(seed: int) -> int:
+            return json.loads((work / f"joint_s{seed}" / "report.json").read_text())["final_round"]
+
+        paired["joint-separate/seed-mean"] = paired_tests(
+            seed_mean("separate", lambda seed: 0), seed_mean("joint", final_round), [*IR, *ANSWERS]
+        )
     j, s = variants["joint"]["metrics"], variants["separate"]["metrics"]
     best_single = max(variants[v]["retrieval"]["nDCG@10"] for v in ("bm25_no_tuning", "retriever_only"))
     targets = {

@@ -30,6 +30,7 @@ def test_readme_has_tested_blocks_and_the_two_commands() -> None:
     assert text.index("make demo") < text.index("## What ragtune is")
     assert "make test" in text.split("## What ragtune is")[0]
     assert len(readme_blocks()) >= 4
+    assert len(README.read_bytes()) <= 15 * 1024  # the rest lives in docs/ and benchmarks/README.md
 
 
 @pytest.mark.slow
