@@ -13,7 +13,6 @@ Reads JSON only: no torch, no ../shared.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
@@ -771,23 +770,13 @@ def write() -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="rewrite the generated tables")
-    mode.add_argument("--check", action="store_true", help="exit 1 when a generated table is out of date")
-    args = parser.parse_args(argv)
-    if args.write:
-        for path in write():
-            print(f"wrote {path.relative_to(ROOT)}")
-        return 0
-    if args.check:
-        out = stale()
-        for name in out:
-            print(f"out of date: {name} (run benchmarks/report.py --write)", file=sys.stderr)
-        return 1 if out else 0
-    for t in TABLES:
-        print(f"{t.name}\n\n{t.render()}\n")
-    return 0
+    from ragtune.config_docs import generator_cli
+
+    def show() -> None:
+        for t in TABLES:
+            print(f"{t.name}\n\n{t.render()}\n")
+
+    return generator_cli(argv, "benchmarks/report.py", __doc__.split("\n\n")[0], write, lambda: stale(), show)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import dataclasses
 import re
 import sys
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -259,10 +259,17 @@ def write(files: Mapping[Path, Mapping[str, str]] | None = None) -> list[Path]:
     return changed
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ragtune.config_docs", description=__doc__.split("\n\n")[0]
-    )
+def generator_cli(
+    argv: list[str] | None,
+    prog: str,
+    description: str,
+    write: Callable[[], list[Path]],
+    stale: Callable[[], list[str]],
+    show: Callable[[], None],
+) -> int:
+    """The command line of a docs generator (this module, ``benchmarks/report.py``): ``--write``
+    rewrites the generated parts, ``--check`` exits 1 when one is out of date, neither prints them."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="rewrite the generated parts of the files")
     mode.add_argument("--check", action="store_true", help="exit 1 when a generated part is out of date")
@@ -274,11 +281,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         out = stale()
         for name in out:
-            print(f"out of date: {name} (run python -m ragtune.config_docs --write)", file=sys.stderr)
+            print(f"out of date: {name} (run {prog} --write)", file=sys.stderr)
         return 1 if out else 0
-    for name, cls in CONFIGS.items():
-        print(f"## {TITLES[name]}\n\n{config_tables(cls)}")
+    show()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    def show() -> None:
+        for name, cls in CONFIGS.items():
+            print(f"## {TITLES[name]}\n\n{config_tables(cls)}")
+
+    return generator_cli(
+        argv, "python -m ragtune.config_docs", __doc__.split("\n\n")[0], write, lambda: stale(), show
+    )
 
 
 if __name__ == "__main__":
