@@ -272,14 +272,13 @@ class Run:
             log.info("resuming from %s at step %d", self.checkpoint, self.state.step)
         self.step_seconds = 0.0  # time in optimisation steps only (no validation, no checkpoints)
         self.step_units = 0
-        self.unit = "units"
         seed_everything(cfg.seed)
 
     # ------------------------------------------------------------------------------------ loop
 
     def fit(self, task: Task, optimizer: torch.optim.Optimizer, plan: Plan) -> TrainState:
         """Train until ``plan.total`` steps or early stopping; returns the final state."""
-        state, out, self.unit = self.state, self.out, task.unit
+        state, out = self.state, self.out
         scheduler = linear_schedule(optimizer, plan.total, int(plan.total * plan.warmup_ratio))
         if self.resuming:
             optimizer.load_state_dict(self.saved["optimizer"])
@@ -288,7 +287,7 @@ class Run:
         history = out / "history.jsonl"
         if self.main:
             trim_history(history, self.resuming, state.step)
-        writer = self._tensorboard()
+        writer = tensorboard_writer(self.cfg, self.out, self.state.step + 1 if self.resuming else None)
         eval_every = plan.eval_every or plan.steps_per_epoch
         bar = tqdm(total=plan.total, initial=state.step, desc=task.name, unit="step", disable=not self.main)
         while state.step < plan.total and not state.stopped:
@@ -369,20 +368,6 @@ class Run:
 
         save_dir_atomically(self.checkpoint, write)
 
-    def _tensorboard(self) -> Any:
-        """A TensorBoard writer in ``output_dir/tensorboard`` (main process, ``logging.tensorboard``,
-        the package installed), else None. A resumed run drops the events past its checkpoint."""
-        if not self.main or not self.cfg.logging.tensorboard:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            log.info("tensorboard is not installed: metrics go to history.jsonl only")
-            return None
-        return SummaryWriter(
-            str(self.out / "tensorboard"), purge_step=self.state.step + 1 if self.resuming else None
-        )
-
     # ---------------------------------------------------------------------------------- finish
 
     def finish(
@@ -403,7 +388,7 @@ class Run:
             save_dir_atomically(folder, task.save_model)
         if after is not None:
             after(folder)
-        state, unit = self.state, self.unit
+        state, unit = self.state, task.unit
         summary = {
             "steps": state.step,
             **summary,
@@ -419,6 +404,20 @@ class Run:
         log.info("training done: %s", summary)
         dist.barrier()
         return self.out
+
+
+def tensorboard_writer(cfg: Any, out: Path, purge_step: int | None = None) -> Any:
+    """A TensorBoard writer in ``out/tensorboard`` for the main process when ``cfg.logging.tensorboard``
+    is on and the package is installed, else None. ``purge_step``: a resumed run drops the events
+    from there on (they are logged again)."""
+    if not dist.is_main() or not cfg.logging.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info("tensorboard is not installed: metrics go to history.jsonl only")
+        return None
+    return SummaryWriter(str(out / "tensorboard"), purge_step=purge_step)
 
 
 def log_scalars(writer: Any, record: dict[str, Any], step: int) -> None:

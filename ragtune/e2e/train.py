@@ -45,7 +45,7 @@ from ragtune.e2e.config import E2EConfig
 from ragtune.e2e.stages import STAGES, Round, stage_plan
 from ragtune.e2e.state import Data, Generator, LoopState, Retriever, save_checkpoint
 from ragtune.eval.report import write_run_report
-from ragtune.training import log_scalars, seed_everything, start_run
+from ragtune.training import log_scalars, seed_everything, start_run, tensorboard_writer
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def train(cfg: E2EConfig) -> Path:
         seed_everything(cfg.seed)
         state = LoopState()
         retriever, generator = Retriever(cfg, data), Generator(cfg)
-    writer = _tensorboard(cfg, out)
+    writer = tensorboard_writer(cfg, out)  # the rounds' metrics, eval/<metric> by round
     plan = stage_plan(cfg.rounds, cfg.eval.rounds)
     start = 0 if state.done is None else plan.index(tuple(state.done)) + 1
     for round_, stage in plan[start:]:
@@ -117,17 +117,6 @@ def train(cfg: E2EConfig) -> Path:
         write_run_report(out)
     dist.barrier()
     return out
-
-
-def _tensorboard(cfg: E2EConfig, out: Path) -> Any:
-    """A TensorBoard writer for the rounds' metrics (``eval/<metric>`` by round), or None."""
-    if not dist.is_main() or not cfg.logging.tensorboard:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _finish(cfg: E2EConfig, out: Path, ckpt: Path, retriever: Retriever) -> None:

@@ -15,6 +15,7 @@ This module imports no model code.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -33,16 +34,16 @@ def paired_test(
         raise ValueError(f"a paired test needs at least 2 questions, got {len(x)}")
     diff = y - x
     delta = float(diff.mean())
-    if np.all(diff == diff[0]):  # no spread: every resample gives the same mean
-        return {"delta": delta, "ci95": [delta, delta], "p_value": 1.0 if delta == 0 else 0.0, "n": len(x)}
-    boot = stats.bootstrap(
-        (diff,),
-        np.mean,
-        n_resamples=n_resamples,
-        confidence_level=0.95,
-        method="percentile",
-        random_state=seed,
-    )
+    with warnings.catch_warnings():  # identical differences give a zero-width interval, as they should
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        boot = stats.bootstrap(
+            (diff,),
+            np.mean,
+            n_resamples=n_resamples,
+            confidence_level=0.95,
+            method="percentile",
+            random_state=seed,
+        )
     perm = stats.permutation_test(
         (x, y),
         lambda u, v, axis: np.mean(v - u, axis=axis),

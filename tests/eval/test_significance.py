@@ -45,6 +45,8 @@ def test_a_clear_gain_is_significant_and_no_change_is_not() -> None:
     a = rng.random(200)
     better = paired_test(a, a + 0.05 + rng.normal(0, 0.02, 200))
     assert better["ci95"][0] > 0 and better["p_value"] < 0.001
+    # every question gains the same: only the all-positive and all-negative relabellings are as extreme
+    assert paired_test([0.0] * 6, [0.1] * 6)["p_value"] == pytest.approx(2 / 2**6)
     same = paired_test(a, a)
     assert same == {"delta": 0.0, "ci95": [0.0, 0.0], "p_value": 1.0, "n": 200}
     with pytest.raises(ValueError, match="same length"):
