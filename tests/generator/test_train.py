@@ -492,3 +492,13 @@ def test_raft_targets_and_contexts_in_training(tiny_lm: Path) -> None:
     assert 0.25 < sum(shown) / len(shown) < 0.75  # ~p_gold of the examples see their gold passage
     other_seed = raft_data(tiny_lm, "raft.p_gold=0.5", "seed=1")[0].encode(0)
     assert [x.input_ids for x in other_seed] != [x.input_ids for x in e0]
+
+
+def test_right_padding_needs_no_attention_mask() -> None:
+    from ragtune.generator.scoring import causal_only
+
+    right = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    assert causal_only(right) is None
+    for mask in ([[0, 1, 1, 1], [1, 1, 1, 1]], [[1, 0, 1, 0]], [[1, 1, 0, 1]]):  # left padding, holes
+        mask = torch.tensor(mask)
+        assert causal_only(mask) is mask
