@@ -52,6 +52,22 @@ E2E = ROOT / "configs/e2e/covidqa.yaml"
 IR = ("Recall@1", "Recall@5", "Recall@10", "Recall@20", "MRR@10", "nDCG@10")
 ANSWERS = ("ROUGE-1", "ROUGE-2", "ROUGE-L", "EM", "F1", "faithfulness")
 PY = [sys.executable, "-m", "ragtune.cli"]
+# --sweep: the levers the issue names, each changed alone from the warm joint run (``joint``).
+LEVERS = {
+    "joint_tau_0.01": ["retriever.tau=0.01"],
+    "joint_gamma_0.02": ["retriever.gamma=0.02"],
+    "joint_top_k_5": ["top_k=5"],
+    "joint_bm25_candidates": ["retriever.candidates=bm25"],
+    "joint_questions_256": ["questions_per_round=256"],
+}
+EVAL_ONLY = (
+    "bm25_no_tuning",
+    "hybrid_no_tuning",
+    "generator_only_bm25",
+    "generator_only_hybrid",
+    "separate_hybrid",
+    "joint_eval_hybrid",
+)
 
 
 def pick(metrics: dict, keys=IR + ANSWERS) -> dict:
@@ -87,6 +103,9 @@ def main() -> None:
     )
     ap.add_argument("--split", choices=["test", "dev"], default="test")
     ap.add_argument("--resume", action="store_true", help="reuse variants finished by an earlier invocation")
+    ap.add_argument(
+        "--sweep", action="store_true", help="also run the levers (LEVERS, mode=both), first seed"
+    )
     ap.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="overrides for every joint-loop variant")
     args = ap.parse_args()
     work = HERE / "work" / args.split
@@ -168,6 +187,34 @@ def main() -> None:
         if seed == args.seeds[0]:  # the other joint settings: first seed only
             e2e("joint_cold", seed)
             e2e("joint_hybrid", seed, f"retriever.query_model={sup / 'model'}", "retriever.candidates=hybrid")
+    seed0, joint0 = args.seeds[0], work / f"joint_s{args.seeds[0]}"
+    for name in args.sweep:  # one lever at a time from the warm joint run, first seed only
+        if name == "joint_mode_both":  # one shared encoder, warm-started, the index refreshed
+            e2e(name, seed0, f"retriever.model={sup / 'model'}", "retriever.mode=both")
+        else:
+            e2e(name, seed0, f"retriever.query_model={sup / 'model'}", *LEVERS[name])
+    # Evaluation-only variants: the same models, the held-out questions retrieved another way
+    # (rounds=0 evaluates the starting models; the generator's adapter and query encoder given).
+    tuned_gen = f"generator.adapter={work / f'generator_only_s{seed0}' / 'adapter'}"
+    for method in ("bm25", "hybrid"):
+        e2e(f"{method}_no_tuning", seed0, "rounds=0", f"eval.passages={method}")
+        e2e(f"generator_only_{method}", seed0, "rounds=0", tuned_gen, f"eval.passages={method}")
+    e2e(
+        "separate_hybrid",
+        seed0,
+        "rounds=0",
+        f"retriever.query_model={sup / 'model'}",
+        tuned_gen,
+        "eval.passages=hybrid",
+    )
+    e2e(
+        "joint_eval_hybrid",
+        seed0,
+        "rounds=0",
+        f"retriever.query_model={joint0 / 'query_encoder'}",
+        f"generator.adapter={joint0 / 'adapter'}",
+        "eval.passages=hybrid",
+    )
 
     # ---- results
     variants: dict[str, dict] = {}
@@ -186,7 +233,9 @@ def main() -> None:
     first = work / f"joint_s{args.seeds[0]}"
     round0 = json.loads((first / "report.json").read_text())["rounds"][0]
     variants["no_tuning"]["metrics"] = pick(round0["metrics"])
-    for name in ("generator_only", "separate", "joint", "joint_cold", "joint_hybrid"):
+    single = ["joint_cold", "joint_hybrid", *EVAL_ONLY]
+    single += args.sweep
+    for name in ("generator_only", "separate", "joint", *single):
         per_seed = {}
         for seed in args.seeds if name in ("generator_only", "separate", "joint") else args.seeds[:1]:
             report = json.loads((work / f"{name}_s{seed}" / "report.json").read_text())
@@ -202,11 +251,11 @@ def main() -> None:
             k: round(sum(s["metrics"][k] for s in per_seed.values()) / len(per_seed), 4)
             for k in per_seed[str(args.seeds[0])]["metrics"]
         }
-        variants[name] = {"metrics": mean, "seeds": per_seed}
+        variants.setdefault(name, {}).update(metrics=mean, seeds=per_seed)
     paired = {}
     for seed in args.seeds:
         a = question_metrics(work / f"separate_s{seed}", 0)
-        for name in ("joint", "joint_cold", "joint_hybrid") if seed == args.seeds[0] else ("joint",):
+        for name in ("joint", *single) if seed == args.seeds[0] else ("joint",):
             report = json.loads((work / f"{name}_s{seed}" / "report.json").read_text())
             b = question_metrics(work / f"{name}_s{seed}", report["final_round"])
             paired[f"{name}-separate/seed{seed}"] = paired_tests(a, b, [*IR, *ANSWERS])
@@ -252,7 +301,9 @@ def main() -> None:
     extra = " ".join(args.extra)
     command = (
         f"python benchmarks/joint_covidqa/run.py --split {args.split} --test-limit {args.test_limit} --rounds {args.rounds} "
-        f"--questions-per-round {args.questions_per_round} --seeds {' '.join(map(str, args.seeds))} {extra}"
+        f"--questions-per-round {args.questions_per_round} --seeds {' '.join(map(str, args.seeds))}"
+        + (f" --sweep {' '.join(args.sweep)}" if args.sweep else "")
+        + f" {extra}"
     ).strip()
     data_stats = json.loads((data / "stats.json").read_text())
     name = "joint_covidqa" if args.split == "test" else "joint_covidqa_dev"

@@ -62,10 +62,10 @@ class RetrieverStep:
     include_gold: bool = setting(
         True, help="put a gold passage among the top_k candidates when retrieval missed it"
     )
-    candidates: Literal["dense", "hybrid"] = setting(
+    candidates: Literal["dense", "bm25", "hybrid"] = setting(
         "dense",
         help="training questions' passages (the LM's candidates and the distractors): the dense retriever's, "
-        "or its reciprocal-rank fusion with BM25 (the LM then sees passages the dense model misses)",
+        "BM25's, or their reciprocal-rank fusion (the LM then sees passages the dense model misses)",
     )
     epochs: int = setting(1, help="passes over the round's questions")
     batch_size: int = setting(16, help="questions per optimiser step")
@@ -184,6 +184,11 @@ class EvalConfig:
     )
     correct_rouge_l: float = setting(
         0.3, help="an answer counts as right at or above this ROUGE-L (error split)"
+    )
+    passages: Literal["dense", "bm25", "hybrid"] = setting(
+        "dense",
+        help="how held-out questions are retrieved (the retrieval metrics and the generator's top_k "
+        "passages): the dense retriever, BM25, or their reciprocal-rank fusion",
     )
 
     def __post_init__(self) -> None:

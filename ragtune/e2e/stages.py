@@ -82,16 +82,12 @@ def round_questions(cfg: E2EConfig, data: Data, round_: int) -> list[QAExample]:
 
 
 def retrieve(r: Round) -> dict[str, Any]:
-    """Each training question's top ``top_k + SEARCH_EXTRA`` passage ids under the current index
-    (fused with BM25's with ``retriever.candidates=hybrid``)."""
+    """Each training question's top ``top_k + SEARCH_EXTRA`` passage ids by ``retriever.candidates``
+    (the current index, BM25, or both fused)."""
     questions, depth = r.questions, r.cfg.top_k + SEARCH_EXTRA
-    texts = [e.question for e in questions]
-    if r.cfg.retriever.candidates == "hybrid":
-        ranked = r.retriever.search_hybrid(texts, depth)
-    else:
-        ranked = [[pid for pid, _ in h] for h in r.retriever.search(texts, depth)]
+    ranked = r.retriever.ranked([e.question for e in questions], depth, r.cfg.retriever.candidates)
     r.hits.clear()
-    r.hits.update({e.id: ids for e, ids in zip(questions, ranked, strict=True)})
+    r.hits.update({e.id: [pid for pid, _ in h] for e, h in zip(questions, ranked, strict=True)})
     return {"questions": len(r.hits), "index_version": r.retriever.version}
 
 
@@ -328,11 +324,12 @@ def refresh(r: Round) -> dict[str, Any]:
 
 
 def evaluate(r: Round) -> dict[str, Any]:
-    """Retrieval and answer metrics on the held-out questions, and the error split; writes
+    """Retrieval and answer metrics on the held-out questions (retrieved by ``eval.passages``: the
+    dense index, BM25 or both fused), and the error split; writes
     ``rounds/round_<r>/predictions.jsonl``. Returns ``{"metrics", "errors", "generate_tokens_per_s"}``."""
     cfg, data = r.cfg, r.data
     depth = max([*cfg.eval.ks, cfg.top_k])
-    hits = r.retriever.search([e.question for e in data.eval], depth)
+    hits = r.retriever.ranked([e.question for e in data.eval], depth, cfg.eval.passages)
     run = {e.id: dict(h) for e, h in zip(data.eval, hits, strict=True)}
     qrels = {e.id: {pid: 1 for pid in data.gold_ids(e)} for e in data.eval}
     ranking = evaluate_run(run, qrels, ks=cfg.eval.ks, metrics=("Recall", "MRR", "nDCG"))

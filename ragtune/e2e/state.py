@@ -88,7 +88,7 @@ class Retriever:
         if r.mode == "query":
             self.passage.requires_grad_(False)
         self.row = {pid: i for i, pid in enumerate(data.ids)}
-        self.bm25 = None  # built on first use by search_hybrid
+        self.bm25 = None  # built on first use by ranked()
         if checkpoint is None:
             self.version = 0
             self.build_index()
@@ -124,17 +124,24 @@ class Retriever:
     def search(self, questions: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
         return self.index.search(self.encode_queries(questions), k)
 
-    def search_hybrid(self, questions: Sequence[str], k: int) -> list[list[str]]:
-        """The top ``k`` passage ids of the reciprocal-rank fusion (k=60) of BM25's and the dense
-        retriever's top ``k`` each (the BM25 index is built on first use)."""
+    def ranked(self, questions: Sequence[str], k: int, method: str = "dense") -> list[list[tuple[str, float]]]:
+        """The top ``k`` (passage id, score) per question by ``method``: ``dense`` (the index),
+        ``bm25`` (built on first use) or ``hybrid``, the reciprocal-rank fusion (k=60) of both
+        methods' top ``k`` (scores are then the fused ones)."""
         from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion
 
+        if method == "dense":
+            return self.search(questions, k)
         if self.bm25 is None:
             self.bm25 = BM25(self.data.ids, [p.full_text() for p in self.data.corpus.values()])
         lexical = self.bm25.search(list(questions), k)
+        if method == "bm25":
+            return lexical
+        if method != "hybrid":
+            raise ValueError(f"unknown retrieval method {method!r} (dense, bm25 or hybrid)")
         dense = self.search(questions, k)
         return [
-            [pid for pid, _ in reciprocal_rank_fusion([[d for d, _ in b], [d for d, _ in h]], depth=k)]
+            reciprocal_rank_fusion([[d for d, _ in b], [d for d, _ in h]], depth=k)
             for b, h in zip(lexical, dense, strict=True)
         ]
 

@@ -253,3 +253,41 @@ def test_hybrid_candidates_fuse_bm25_with_the_dense_retriever(
         ]
         assert hits[e.id] == expected
     assert any(hits[e.id] != [x for x, _ in d] for e, d in zip(data.train, dense, strict=True))
+
+
+@pytest.mark.parametrize("method", ["bm25", "hybrid"])
+def test_eval_passages_come_from_the_configured_retrieval(
+    tmp_path: Path, tiny_encoder: Path, tiny_lm: Path, method: str
+) -> None:
+    from ragtune.e2e.state import Data, Retriever
+    from ragtune.e2e.train import train
+    from ragtune.eval.ir import evaluate_run
+    from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion
+
+    cfg = tiny_config(tmp_path / "run", tiny_encoder, tiny_lm, "rounds=0", f"eval.passages={method}")
+    out = train(cfg)
+    rows = [
+        json.loads(x) for x in (out / "rounds" / "round_0" / "predictions.jsonl").read_text().splitlines()
+    ]
+    data = Data(cfg)
+    questions = [e.question for e in data.eval]
+    depth = max([*cfg.eval.ks, cfg.top_k])
+    lexical = BM25(data.ids, [p.full_text() for p in data.corpus.values()]).search(questions, depth)
+    dense = Retriever(cfg, data).search(questions, depth)
+    if method == "hybrid":
+        expected = [
+            reciprocal_rank_fusion([[x for x, _ in b], [x for x, _ in d]], depth=depth)
+            for b, d in zip(lexical, dense, strict=True)
+        ]
+    else:
+        expected = lexical
+    top = [[pid for pid, _ in h[: cfg.top_k]] for h in expected]
+    assert [[c["id"] for c in row["contexts"]] for row in rows] == top
+    assert top != [[pid for pid, _ in h[: cfg.top_k]] for h in dense]  # not what dense retrieval shows
+    qrels = {e.id: {pid: 1 for pid in data.gold_ids(e)} for e in data.eval}
+    reference = evaluate_run(
+        {e.id: dict(h) for e, h in zip(data.eval, expected, strict=True)}, qrels, ks=cfg.eval.ks
+    )
+    final = json.loads((out / "report.json").read_text())["final"]
+    for metric in ("Recall@3", "MRR@10", "nDCG@10"):
+        assert final[metric] == pytest.approx(reference.metrics[metric])
