@@ -104,7 +104,11 @@ def main() -> None:
     ap.add_argument("--split", choices=["test", "dev"], default="test")
     ap.add_argument("--resume", action="store_true", help="reuse variants finished by an earlier invocation")
     ap.add_argument(
-        "--sweep", action="store_true", help="also run the levers (LEVERS, mode=both), first seed"
+        "--sweep",
+        nargs="*",
+        choices=[*LEVERS, "joint_mode_both"],
+        default=[],
+        help="also run these levers (each changed alone from the warm joint run), first seed",
     )
     ap.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="overrides for every joint-loop variant")
     args = ap.parse_args()
