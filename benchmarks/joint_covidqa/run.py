@@ -110,6 +110,13 @@ def main() -> None:
         default=[],
         help="also run these levers (each changed alone from the warm joint run), first seed",
     )
+    ap.add_argument(
+        "--eval-variants",
+        nargs="*",
+        choices=EVAL_ONLY,
+        default=list(EVAL_ONLY),
+        help="evaluation-only variants (tuned models, held-out questions retrieved by BM25 or hybrid)",
+    )
     ap.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="overrides for every joint-loop variant")
     args = ap.parse_args()
     work = HERE / "work" / args.split
@@ -200,25 +207,21 @@ def main() -> None:
     # Evaluation-only variants: the same models, the held-out questions retrieved another way
     # (rounds=0 evaluates the starting models; the generator's adapter and query encoder given).
     tuned_gen = f"generator.adapter={work / f'generator_only_s{seed0}' / 'adapter'}"
-    for method in ("bm25", "hybrid"):
-        e2e(f"{method}_no_tuning", seed0, "rounds=0", f"eval.passages={method}")
-        e2e(f"generator_only_{method}", seed0, "rounds=0", tuned_gen, f"eval.passages={method}")
-    e2e(
-        "separate_hybrid",
-        seed0,
-        "rounds=0",
-        f"retriever.query_model={sup / 'model'}",
-        tuned_gen,
-        "eval.passages=hybrid",
-    )
-    e2e(
-        "joint_eval_hybrid",
-        seed0,
-        "rounds=0",
-        f"retriever.query_model={joint0 / 'query_encoder'}",
-        f"generator.adapter={joint0 / 'adapter'}",
-        "eval.passages=hybrid",
-    )
+    eval_only = {
+        "bm25_no_tuning": ["eval.passages=bm25"],
+        "hybrid_no_tuning": ["eval.passages=hybrid"],
+        "generator_only_bm25": [tuned_gen, "eval.passages=bm25"],
+        "generator_only_hybrid": [tuned_gen, "eval.passages=hybrid"],
+        "separate_hybrid": [f"retriever.query_model={sup / 'model'}", tuned_gen, "eval.passages=hybrid"],
+        "joint_eval_hybrid": [
+            f"retriever.query_model={joint0 / 'query_encoder'}",
+            f"generator.adapter={joint0 / 'adapter'}",
+            "eval.passages=hybrid",
+        ],
+    }
+    assert set(eval_only) == set(EVAL_ONLY)
+    for name in args.eval_variants:
+        e2e(name, seed0, "rounds=0", *eval_only[name])
 
     # ---- results
     variants: dict[str, dict] = {}
@@ -237,7 +240,7 @@ def main() -> None:
     first = work / f"joint_s{args.seeds[0]}"
     round0 = json.loads((first / "report.json").read_text())["rounds"][0]
     variants["no_tuning"]["metrics"] = pick(round0["metrics"])
-    single = ["joint_cold", "joint_hybrid", *EVAL_ONLY]
+    single = ["joint_cold", "joint_hybrid", *args.eval_variants]
     single += args.sweep
     for name in ("generator_only", "separate", "joint", *single):
         per_seed = {}
@@ -307,6 +310,11 @@ def main() -> None:
         f"python benchmarks/joint_covidqa/run.py --split {args.split} --test-limit {args.test_limit} --rounds {args.rounds} "
         f"--questions-per-round {args.questions_per_round} --seeds {' '.join(map(str, args.seeds))}"
         + (f" --sweep {' '.join(args.sweep)}" if args.sweep else "")
+        + (
+            ""
+            if args.eval_variants == list(EVAL_ONLY)
+            else f" --eval-variants {' '.join(args.eval_variants)}"
+        )
         + f" {extra}"
     ).strip()
     data_stats = json.loads((data / "stats.json").read_text())
