@@ -13,6 +13,11 @@ PyTorch's CPU tuning guide suggests; this does it without either. The cost: memo
 peak stays with the process until it exits (peak RSS is what it was).
 
 ``RAGTUNE_KEEP_FREED_MEMORY=0`` turns it off. Elsewhere than glibc it does nothing.
+
+Between phases that allocate differently (the joint loop's stages: SFT, passage scoring, retriever
+steps, generation), :func:`release_freed_memory` hands what the last phase freed back to the kernel
+(``malloc_trim``), so the next phase does not stack its own working set on top of the last one's
+leftovers: peak RSS is then the largest phase's, not their sum.
 """
 
 from __future__ import annotations
@@ -30,19 +35,39 @@ _M_MMAP_MAX = -4
 
 
 @functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt, libc.malloc_trim  # noqa: B018  (glibc only: musl, macOS, Windows lack them)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def release_freed_memory() -> bool:
+    """Return the heap's free pages to the kernel (glibc ``malloc_trim(0)``); whether it ran."""
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    libc.malloc_trim.restype = ctypes.c_int
+    libc.malloc_trim(0)
+    return True
+
+
+@functools.cache
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed memory for reuse instead of unmapping it (once per process); returns
     whether the settings took effect."""
     if os.environ.get("RAGTUNE_KEEP_FREED_MEMORY", "1") == "0":
         return False
-    name = ctypes.util.find_library("c")
-    if not name:
+    libc = _libc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
-        return False
+    mallopt = libc.mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
@@ -50,4 +75,4 @@ def keep_freed_memory() -> bool:
     return ok
 
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["keep_freed_memory", "release_freed_memory"]

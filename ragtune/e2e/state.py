@@ -124,7 +124,9 @@ class Retriever:
     def search(self, questions: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
         return self.index.search(self.encode_queries(questions), k)
 
-    def ranked(self, questions: Sequence[str], k: int, method: str = "dense") -> list[list[tuple[str, float]]]:
+    def ranked(
+        self, questions: Sequence[str], k: int, method: str = "dense"
+    ) -> list[list[tuple[str, float]]]:
         """The top ``k`` (passage id, score) per question by ``method``: ``dense`` (the index),
         ``bm25`` (built on first use) or ``hybrid``, the reciprocal-rank fusion (k=60) of both
         methods' top ``k`` (scores are then the fused ones)."""

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune import distributed as dist
+from ragtune.allocator import release_freed_memory
 from ragtune.data.io import atomic_write_text, save_dir_atomically
 from ragtune.e2e import stages
 from ragtune.e2e.config import E2EConfig
@@ -103,6 +104,7 @@ def train(cfg: E2EConfig) -> Path:
         else:
             stats = RUN_STAGE[stage](r)
         stats.update(seconds=time.perf_counter() - started, peak_rss_mb=peak_rss_mb())
+        release_freed_memory()  # the next stage allocates differently: start it from a lean heap
         record["stages"][stage] = stats
         record["index_version"] = retriever.version
         record["wall_s"] = sum(s["seconds"] for s in record["stages"].values())
