@@ -545,12 +545,18 @@ def _seed0(key: str, digits: int = 0, unit: str = "") -> Cell:
 JOINT_COVIDQA = Table(
     "joint_covidqa",
     [
-        ("no tuning (round 0 of joint)", _COVID, "no_tuning"),
+        ("no tuning (packaged retriever and generator)", _COVID, "no_tuning"),
         ("generator only", _COVID, "generator_only"),
         ("separate: fine-tuned retriever + generator only (wall: evaluation only)", _COVID, "separate"),
         ("joint, warm start from the fine-tuned retriever", _COVID, "joint"),
         ("joint, cold start (packaged retriever)", _COVID, "joint_cold"),
         ("joint, warm, hybrid BM25 + dense candidates", _COVID, "joint_hybrid"),
+        ("BM25 passages, base generator", _COVID, "bm25_no_tuning"),
+        ("hybrid passages (zero-shot dense), base generator", _COVID, "hybrid_no_tuning"),
+        ("generator only, BM25 passages", _COVID, "generator_only_bm25"),
+        ("generator only, hybrid passages (zero-shot dense)", _COVID, "generator_only_hybrid"),
+        ("separate, hybrid passages", _COVID, "separate_hybrid"),
+        ("joint (warm), hybrid passages", _COVID, "joint_eval_hybrid"),
     ],
     [
         ("Recall@5", metric("Recall@5")),

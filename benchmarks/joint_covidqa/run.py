@@ -2,7 +2,8 @@
 retrievers, the generator alone, both tuned separately, and joint tuning, at the same budget.
 
     python benchmarks/joint_covidqa/run.py [--test-limit 100] [--rounds 1] [--questions-per-round 128]
-        [--seeds 0] [--split test|dev] [--resume] [KEY=VALUE ...]
+        [--seeds 0] [--split test|dev] [--sweep LEVER ...] [--eval-variants NAME ...] [--resume]
+        [KEY=VALUE ...]
 
 Data: ``ragtune data convert squad`` of ../shared/datasets/covidqa (100-word passages, answers
 re-anchored with --offset-tolerance 1, split by article with seed 0: 806 training / 195 test
@@ -16,13 +17,22 @@ Variants (each a child process; wall time and peak RSS from wait4):
   the training questions' positives with BM25-mined negatives, configs/retriever/covidqa.yaml) and
   its hybrid;
 - end to end, on the first ``--test-limit`` evaluation questions (configs/e2e/covidqa.yaml):
-  ``no_tuning`` (round 0 of the joint run), ``generator_only`` (SFT rounds on the zero-shot
-  retriever's passages), ``separate`` (``retriever_only``'s encoder with ``generator_only``'s
-  adapter), ``joint`` (generator SFT and LSR retriever updates alternating, warm-started from
-  ``retriever_only``'s encoder, as Atlas and RA-DIT start from a trained retriever) and
+  ``no_tuning`` (round 0 of the cold joint run), ``generator_only`` (SFT rounds on the zero-shot
+  retriever's passages), ``separate`` (``retriever_only``'s encoder, for queries and passages, with
+  ``generator_only``'s adapter), ``joint`` (generator SFT and LSR query-encoder updates alternating,
+  warm-started from ``retriever_only``'s encoder, which also encodes the passages, as Atlas and
+  RA-DIT start from a trained retriever) and
   ``joint_cold`` (the same from the zero-shot encoder) and ``joint_hybrid`` (warm, with the LM's
   candidates and the distractors from BM25 + dense fusion, ``retriever.candidates=hybrid``).
   All are reported: none was picked on the test questions.
+- evaluation only (``rounds=0`` with the tuned models given; ``--eval-variants``): the held-out
+  questions retrieved by BM25 or the BM25 + dense fusion instead of the dense index
+  (``eval.passages``): ``bm25_no_tuning`` / ``hybrid_no_tuning`` (base generator),
+  ``generator_only_bm25`` / ``generator_only_hybrid`` (the tuned generator), ``separate_hybrid``
+  and ``joint_eval_hybrid`` (the joint run's final encoder and adapter).
+- ``--sweep LEVER ...``: levers changed one at a time from ``joint`` (first seed): tau 0.01, gamma
+  0.02, top_k 5, BM25 candidates, 256 questions per round, ``mode=both`` (warm shared encoder,
+  index refreshed). Run them with ``--split dev`` to choose settings without touching test.
 
 ``joint - separate`` is reported per metric with a paired bootstrap 95% CI and a randomisation
 p-value over the questions (ragtune.eval.significance). Writes
@@ -191,19 +201,19 @@ def main() -> None:
             "separate",
             seed,
             "rounds=0",
-            f"retriever.query_model={sup / 'model'}",
+            f"retriever.model={sup / 'model'}",
             f"generator.adapter={gen / 'adapter'}",
         )
-        e2e("joint", seed, f"retriever.query_model={sup / 'model'}")
+        e2e("joint", seed, f"retriever.model={sup / 'model'}")
         if seed == args.seeds[0]:  # the other joint settings: first seed only
             e2e("joint_cold", seed)
-            e2e("joint_hybrid", seed, f"retriever.query_model={sup / 'model'}", "retriever.candidates=hybrid")
+            e2e("joint_hybrid", seed, f"retriever.model={sup / 'model'}", "retriever.candidates=hybrid")
     seed0, joint0 = args.seeds[0], work / f"joint_s{args.seeds[0]}"
     for name in args.sweep:  # one lever at a time from the warm joint run, first seed only
         if name == "joint_mode_both":  # one shared encoder, warm-started, the index refreshed
             e2e(name, seed0, f"retriever.model={sup / 'model'}", "retriever.mode=both")
         else:
-            e2e(name, seed0, f"retriever.query_model={sup / 'model'}", *LEVERS[name])
+            e2e(name, seed0, f"retriever.model={sup / 'model'}", *LEVERS[name])
     # Evaluation-only variants: the same models, the held-out questions retrieved another way
     # (rounds=0 evaluates the starting models; the generator's adapter and query encoder given).
     tuned_gen = f"generator.adapter={work / f'generator_only_s{seed0}' / 'adapter'}"
@@ -212,8 +222,9 @@ def main() -> None:
         "hybrid_no_tuning": ["eval.passages=hybrid"],
         "generator_only_bm25": [tuned_gen, "eval.passages=bm25"],
         "generator_only_hybrid": [tuned_gen, "eval.passages=hybrid"],
-        "separate_hybrid": [f"retriever.query_model={sup / 'model'}", tuned_gen, "eval.passages=hybrid"],
+        "separate_hybrid": [f"retriever.model={sup / 'model'}", tuned_gen, "eval.passages=hybrid"],
         "joint_eval_hybrid": [
+            f"retriever.model={joint0 / 'passage_encoder'}",
             f"retriever.query_model={joint0 / 'query_encoder'}",
             f"generator.adapter={joint0 / 'adapter'}",
             "eval.passages=hybrid",
@@ -237,8 +248,8 @@ def main() -> None:
         peak_rss_mb=runs["retriever_train"]["peak_rss_mb"],
         pairs_per_s=train_summary["pairs_per_s"],
     )
-    first = work / f"joint_s{args.seeds[0]}"
-    round0 = json.loads((first / "report.json").read_text())["rounds"][0]
+    cold = work / f"joint_cold_s{args.seeds[0]}"  # its round 0: the packaged retriever and generator
+    round0 = json.loads((cold / "report.json").read_text())["rounds"][0]
     variants["no_tuning"]["metrics"] = pick(round0["metrics"])
     single = ["joint_cold", "joint_hybrid", *args.eval_variants]
     single += args.sweep

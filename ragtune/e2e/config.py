@@ -48,7 +48,9 @@ class RetrieverStep:
         "sentence-transformers/all-MiniLM-L6-v2", help="passage encoder (and query encoder): name or path"
     )
     query_model: str | None = setting(
-        None, help="start the query encoder from here instead (mode=query; null: from model)"
+        None,
+        help="start the query encoder from here instead (mode=query; null: from model); to start "
+        "from a trained bi-encoder set model to it, so that it encodes the passages too",
     )
     enabled: bool = setting(True, help="train the retriever (false: it stays as loaded)")
     mode: Literal["query", "both"] = setting(
