@@ -2,8 +2,8 @@
 retrievers, the generator alone, both tuned separately, and joint tuning, at the same budget.
 
     python benchmarks/joint_covidqa/run.py [--test-limit 100] [--rounds 1] [--questions-per-round 128]
-        [--seeds 0] [--split test|dev] [--sweep LEVER ...] [--eval-variants NAME ...] [--resume]
-        [KEY=VALUE ...]
+        [--seeds 0] [--split test|dev] [--sweep LEVER ...] [--eval-variants NAME ...]
+        [--skip joint_cold joint_hybrid] [--resume] [KEY=VALUE ...]
 
 Data: ``ragtune data convert squad`` of ../shared/datasets/covidqa (100-word passages, answers
 re-anchored with --offset-tolerance 1, split by article with seed 0: 806 training / 195 test
@@ -17,18 +17,19 @@ Variants (each a child process; wall time and peak RSS from wait4):
   the training questions' positives with BM25-mined negatives, configs/retriever/covidqa.yaml) and
   its hybrid;
 - end to end, on the first ``--test-limit`` evaluation questions (configs/e2e/covidqa.yaml):
-  ``no_tuning`` (round 0 of the cold joint run), ``generator_only`` (SFT rounds on the zero-shot
-  retriever's passages), ``separate`` (``retriever_only``'s encoder, for queries and passages, with
+  ``no_tuning`` (round 0 of the cold joint run, or its own evaluation-only run),
+  ``generator_only`` (SFT rounds on the zero-shot retriever's passages), ``separate`` (``retriever_only``'s encoder, for queries and passages, with
   ``generator_only``'s adapter), ``joint`` (generator SFT and LSR query-encoder updates alternating,
   warm-started from ``retriever_only``'s encoder, which also encodes the passages, as Atlas and
   RA-DIT start from a trained retriever) and
   ``joint_cold`` (the same from the zero-shot encoder) and ``joint_hybrid`` (warm, with the LM's
   candidates and the distractors from BM25 + dense fusion, ``retriever.candidates=hybrid``).
-  All are reported: none was picked on the test questions.
+  All are reported: none was picked on the test questions. ``--skip`` leaves the first-seed
+  ``joint_cold`` / ``joint_hybrid`` out (each is a whole joint run, ~14 minutes).
 - evaluation only (``rounds=0`` with the tuned models given; ``--eval-variants``): the held-out
   questions retrieved by BM25 or the BM25 + dense fusion instead of the dense index
-  (``eval.passages``): ``bm25_no_tuning`` / ``hybrid_no_tuning`` (base generator),
-  ``generator_only_bm25`` / ``generator_only_hybrid`` (the tuned generator), ``separate_hybrid``
+  (``eval.passages``), and ``no_tuning`` with the dense index: ``bm25_no_tuning`` /
+  ``hybrid_no_tuning`` (base generator), ``generator_only_bm25`` / ``generator_only_hybrid`` (the tuned generator), ``separate_hybrid``
   and ``joint_eval_hybrid`` (the joint run's final encoder and adapter).
 - ``--sweep LEVER ...``: levers changed one at a time from ``joint`` (first seed): tau 0.01, gamma
   0.02, top_k 5, BM25 candidates, 256 questions per round, ``mode=both`` (warm shared encoder,
@@ -71,6 +72,7 @@ LEVERS = {
     "joint_questions_256": ["questions_per_round=256"],
 }
 EVAL_ONLY = (
+    "no_tuning",
     "bm25_no_tuning",
     "hybrid_no_tuning",
     "generator_only_bm25",
@@ -126,6 +128,13 @@ def main() -> None:
         choices=EVAL_ONLY,
         default=list(EVAL_ONLY),
         help="evaluation-only variants (tuned models, held-out questions retrieved by BM25 or hybrid)",
+    )
+    ap.add_argument(
+        "--skip",
+        nargs="*",
+        choices=["joint_cold", "joint_hybrid"],
+        default=[],
+        help="leave out these first-seed joint variants (no_tuning then needs its evaluation-only run)",
     )
     ap.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="overrides for every joint-loop variant")
     args = ap.parse_args()
@@ -206,8 +215,10 @@ def main() -> None:
         )
         e2e("joint", seed, f"retriever.model={sup / 'model'}")
         if seed == args.seeds[0]:  # the other joint settings: first seed only
-            e2e("joint_cold", seed)
-            e2e("joint_hybrid", seed, f"retriever.model={sup / 'model'}", "retriever.candidates=hybrid")
+            if "joint_cold" not in args.skip:
+                e2e("joint_cold", seed)
+            if "joint_hybrid" not in args.skip:
+                e2e("joint_hybrid", seed, f"retriever.model={sup / 'model'}", "retriever.candidates=hybrid")
     seed0, joint0 = args.seeds[0], work / f"joint_s{args.seeds[0]}"
     for name in args.sweep:  # one lever at a time from the warm joint run, first seed only
         if name == "joint_mode_both":  # one shared encoder, warm-started, the index refreshed
@@ -218,6 +229,7 @@ def main() -> None:
     # (rounds=0 evaluates the starting models; the generator's adapter and query encoder given).
     tuned_gen = f"generator.adapter={work / f'generator_only_s{seed0}' / 'adapter'}"
     eval_only = {
+        "no_tuning": [],
         "bm25_no_tuning": ["eval.passages=bm25"],
         "hybrid_no_tuning": ["eval.passages=hybrid"],
         "generator_only_bm25": [tuned_gen, "eval.passages=bm25"],
@@ -248,11 +260,14 @@ def main() -> None:
         peak_rss_mb=runs["retriever_train"]["peak_rss_mb"],
         pairs_per_s=train_summary["pairs_per_s"],
     )
-    cold = work / f"joint_cold_s{args.seeds[0]}"  # its round 0: the packaged retriever and generator
-    round0 = json.loads((cold / "report.json").read_text())["rounds"][0]
-    variants["no_tuning"]["metrics"] = pick(round0["metrics"])
-    single = ["joint_cold", "joint_hybrid", *args.eval_variants]
-    single += args.sweep
+    if "no_tuning" not in args.eval_variants:  # round 0 of the cold joint run: the packaged models
+        if "joint_cold" in args.skip:
+            raise SystemExit("no_tuning needs joint_cold or --eval-variants no_tuning")
+        cold = work / f"joint_cold_s{args.seeds[0]}"
+        round0 = json.loads((cold / "report.json").read_text())["rounds"][0]
+        variants["no_tuning"]["metrics"] = pick(round0["metrics"])
+    single = [v for v in ("joint_cold", "joint_hybrid") if v not in args.skip]
+    single += [*args.eval_variants, *args.sweep]
     for name in ("generator_only", "separate", "joint", *single):
         per_seed = {}
         for seed in args.seeds if name in ("generator_only", "separate", "joint") else args.seeds[:1]:
@@ -321,6 +336,7 @@ def main() -> None:
         f"python benchmarks/joint_covidqa/run.py --split {args.split} --test-limit {args.test_limit} --rounds {args.rounds} "
         f"--questions-per-round {args.questions_per_round} --seeds {' '.join(map(str, args.seeds))}"
         + (f" --sweep {' '.join(args.sweep)}" if args.sweep else "")
+        + (f" --skip {' '.join(args.skip)}" if args.skip else "")
         + (
             ""
             if args.eval_variants == list(EVAL_ONLY)
