@@ -41,9 +41,11 @@ def _libc() -> ctypes.CDLL | None:
         return None
     try:
         libc = ctypes.CDLL(name)
-        libc.mallopt, libc.malloc_trim  # noqa: B018  (glibc only: musl, macOS, Windows lack them)
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim  # glibc only: not musl, macOS, Windows
     except (OSError, AttributeError):
         return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
     return libc
 
 
@@ -52,8 +54,6 @@ def release_freed_memory() -> bool:
     libc = _libc()
     if libc is None:
         return False
-    libc.malloc_trim.argtypes = [ctypes.c_size_t]
-    libc.malloc_trim.restype = ctypes.c_int
     libc.malloc_trim(0)
     return True
 
@@ -67,10 +67,7 @@ def keep_freed_memory() -> bool:
     libc = _libc()
     if libc is None:
         return False
-    mallopt = libc.mallopt
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    ok = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     log.debug("glibc malloc: large blocks from the heap, no trimming: %s", ok)
     return ok
 

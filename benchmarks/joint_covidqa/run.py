@@ -70,6 +70,7 @@ LEVERS = {
     "joint_top_k_5": ["top_k=5"],
     "joint_bm25_candidates": ["retriever.candidates=bm25"],
     "joint_questions_256": ["questions_per_round=256"],
+    "joint_mode_both": ["retriever.mode=both"],  # one shared encoder, warm-started, index refreshed
 }
 EVAL_ONLY = (
     "no_tuning",
@@ -118,7 +119,7 @@ def main() -> None:
     ap.add_argument(
         "--sweep",
         nargs="*",
-        choices=[*LEVERS, "joint_mode_both"],
+        choices=list(LEVERS),
         default=[],
         help="also run these levers (each changed alone from the warm joint run), first seed",
     )
@@ -138,6 +139,8 @@ def main() -> None:
     )
     ap.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="overrides for every joint-loop variant")
     args = ap.parse_args()
+    if "joint_cold" in args.skip and "no_tuning" not in args.eval_variants:
+        ap.error("no_tuning's end-to-end metrics need joint_cold (round 0) or --eval-variants no_tuning")
     work = HERE / "work" / args.split
     data = prepare(work / "data", args.split)
     runs: dict[str, dict] = {}
@@ -221,10 +224,7 @@ def main() -> None:
                 e2e("joint_hybrid", seed, f"retriever.model={sup / 'model'}", "retriever.candidates=hybrid")
     seed0, joint0 = args.seeds[0], work / f"joint_s{args.seeds[0]}"
     for name in args.sweep:  # one lever at a time from the warm joint run, first seed only
-        if name == "joint_mode_both":  # one shared encoder, warm-started, the index refreshed
-            e2e(name, seed0, f"retriever.model={sup / 'model'}", "retriever.mode=both")
-        else:
-            e2e(name, seed0, f"retriever.model={sup / 'model'}", *LEVERS[name])
+        e2e(name, seed0, f"retriever.model={sup / 'model'}", *LEVERS[name])
     # Evaluation-only variants: the same models, the held-out questions retrieved another way
     # (rounds=0 evaluates the starting models; the generator's adapter and query encoder given).
     tuned_gen = f"generator.adapter={work / f'generator_only_s{seed0}' / 'adapter'}"
@@ -261,8 +261,6 @@ def main() -> None:
         pairs_per_s=train_summary["pairs_per_s"],
     )
     if "no_tuning" not in args.eval_variants:  # round 0 of the cold joint run: the packaged models
-        if "joint_cold" in args.skip:
-            raise SystemExit("no_tuning needs joint_cold or --eval-variants no_tuning")
         cold = work / f"joint_cold_s{args.seeds[0]}"
         round0 = json.loads((cold / "report.json").read_text())["rounds"][0]
         variants["no_tuning"]["metrics"] = pick(round0["metrics"])

@@ -134,13 +134,13 @@ class Retriever:
 
         if method == "dense":
             return self.search(questions, k)
+        if method not in ("bm25", "hybrid"):
+            raise ValueError(f"unknown retrieval method {method!r} (dense, bm25 or hybrid)")
         if self.bm25 is None:
             self.bm25 = BM25(self.data.ids, [p.full_text() for p in self.data.corpus.values()])
         lexical = self.bm25.search(list(questions), k)
         if method == "bm25":
             return lexical
-        if method != "hybrid":
-            raise ValueError(f"unknown retrieval method {method!r} (dense, bm25 or hybrid)")
         dense = self.search(questions, k)
         return [
             reciprocal_rank_fusion([[d for d, _ in b], [d for d, _ in h]], depth=k)

@@ -502,3 +502,20 @@ def test_right_padding_needs_no_attention_mask() -> None:
     for mask in ([[0, 1, 1, 1], [1, 1, 1, 1]], [[1, 0, 1, 0]], [[1, 1, 0, 1]]):  # left padding, holes
         mask = torch.tensor(mask)
         assert causal_only(mask) is mask
+
+
+def test_the_loss_forward_drops_the_mask_only_for_right_padding(tiny_lm: Path) -> None:
+    from ragtune.generator.scoring import token_losses
+
+    examples, tok = encoded_examples(tiny_lm, 3)
+    model = load_base(make_cfg(Path("x"), tiny_lm).model).eval()
+    seen = []
+    model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["attention_mask"]), with_kwargs=True)
+    batch = pad_batch(examples, tok.pad_token_id)
+    assert int((batch["attention_mask"] == 0).sum()) > 0  # the batch is padded
+    with torch.no_grad():
+        token_losses(model, batch, "fp32")
+        left = {k: v.flip(1) for k, v in batch.items()}  # left padding: the mask must reach the model
+        token_losses(model, left, "fp32")
+    assert seen[0] is None
+    assert torch.equal(seen[1], left["attention_mask"])
