@@ -523,6 +523,15 @@ JOINT_COVIDQA_RETRIEVAL = Table(
         ("hybrid (RRF), zero-shot", _COVID, "hybrid_no_tuning"),
         ("dense, fine-tuned on the training questions", _COVID, "retriever_only"),
         ("hybrid (RRF), fine-tuned", _COVID, "retriever_only_hybrid"),
+        ("hybrid (weighted, dense weight chosen on dev), fine-tuned", _COVID, "retriever_only_weighted"),
+        (
+            "dense, Contriever-style pre-training on the corpus only (no labels)",
+            _COVID,
+            "pretrained_no_labels",
+        ),
+        ("dense, pre-trained then fine-tuned", _COVID, "retriever_only_pretrained"),
+        ("hybrid (RRF), pre-trained then fine-tuned", _COVID, "retriever_only_pretrained_hybrid"),
+        ("hybrid (weighted), pre-trained then fine-tuned", _COVID, "retriever_only_pretrained_weighted"),
     ],
     [
         ("nDCG@10", _retrieval("nDCG@10")),
@@ -553,6 +562,7 @@ JOINT_COVIDQA = Table(
         ("generator only, BM25 passages", _COVID, "generator_only_bm25"),
         ("separate, hybrid passages", _COVID, "separate_hybrid"),
         ("joint (warm), hybrid passages", _COVID, "joint_eval_hybrid"),
+        ("separate, weighted-hybrid passages (dense weight chosen on dev)", _COVID, "separate_weighted"),
     ],
     [
         ("Recall@5", metric("Recall@5")),
@@ -564,6 +574,38 @@ JOINT_COVIDQA = Table(
         ("seeds", lambda v: ", ".join(v.get("seeds", {})) or "0"),
         ("wall (seed 0)", _seed0("wall_s", 0, " s")),
         ("peak RSS (seed 0)", _seed0("peak_rss_mb", 0, " MB")),
+    ],
+)
+
+
+_DEV = "joint_covidqa_dev"
+
+JOINT_COVIDQA_SWEEP = Table(
+    "joint_covidqa_sweep",
+    [
+        ("no tuning", _DEV, "no_tuning"),
+        ("generator only", _DEV, "generator_only"),
+        ("generator only, BM25 passages", _DEV, "generator_only_bm25"),
+        ("separate", _DEV, "separate"),
+        ("separate, weighted-hybrid passages", _DEV, "separate_weighted"),
+        (
+            "joint (warm start; tau 1, gamma 0.05, top-3 dense candidates, 128 questions, query side)",
+            _DEV,
+            "joint",
+        ),
+        ("joint, tau 0.01", _DEV, "joint_tau_0.01"),
+        ("joint, BM25 candidates for the LM", _DEV, "joint_bm25_candidates"),
+        ("joint, mode=both (shared encoder, index refreshed)", _DEV, "joint_mode_both"),
+        ("joint, 256 questions per round", _DEV, "joint_questions_256"),
+    ],
+    [
+        ("Recall@5", metric("Recall@5")),
+        ("nDCG@10", metric("nDCG@10")),
+        ("ROUGE-L", metric("ROUGE-L")),
+        ("F1", metric("F1")),
+        ("faithfulness", metric("faithfulness")),
+        ("wall", _seed0("wall_s", 0, " s")),
+        ("peak RSS", _seed0("peak_rss_mb", 0, " MB")),
     ],
 )
 
@@ -599,6 +641,10 @@ JOINT_COVIDQA_PAIRED = PairedTable(
     "joint_covidqa_paired", _COVID, ["F1", "ROUGE-L", "Recall@5", "faithfulness"]
 )
 
+JOINT_COVIDQA_SWEEP_PAIRED = PairedTable(
+    "joint_covidqa_sweep_paired", _DEV, ["F1", "ROUGE-L", "Recall@5", "faithfulness"]
+)
+
 TABLES: list[Table | PairedTable] = [
     FAITHFULNESS,
     RETRIEVER_SCIFACT,
@@ -612,6 +658,8 @@ TABLES: list[Table | PairedTable] = [
     JOINT_COVIDQA_RETRIEVAL,
     JOINT_COVIDQA,
     JOINT_COVIDQA_PAIRED,
+    JOINT_COVIDQA_SWEEP,
+    JOINT_COVIDQA_SWEEP_PAIRED,
     INDEX_SCALE,
     INDEX_SAME,
     PEER_SPEED,

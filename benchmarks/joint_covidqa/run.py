@@ -3,7 +3,7 @@ retrievers, the generator alone, both tuned separately, and joint tuning, at the
 
     python benchmarks/joint_covidqa/run.py [--test-limit 100] [--rounds 1] [--questions-per-round 128]
         [--seeds 0] [--split test|dev] [--sweep LEVER ...] [--eval-variants NAME ...]
-        [--skip joint_cold joint_hybrid] [--resume] [KEY=VALUE ...]
+        [--skip joint_cold joint_hybrid] [--pretrain] [--resume] [KEY=VALUE ...]
 
 Data: ``ragtune data convert squad`` of ../shared/datasets/covidqa (100-word passages, answers
 re-anchored with --offset-tolerance 1, split by article with seed 0: 806 training / 195 test
@@ -15,7 +15,11 @@ Variants (each a child process; wall time and peak RSS from wait4):
 - retrieval only, on every evaluation question: ``bm25_no_tuning``, ``no_tuning`` (the packaged
   MiniLM, dense), ``hybrid_no_tuning`` (RRF of both); ``retriever_only`` (contrastive training on
   the training questions' positives with BM25-mined negatives, configs/retriever/covidqa.yaml) and
-  its hybrid;
+  its hybrids: RRF, and the weighted fusion (``eval.fusion=weighted``) whose dense weight the dev
+  split chooses (``--split dev`` scores 0.1 .. 0.9; the test run reads the choice from
+  ``joint_covidqa_dev.json``); with ``--pretrain``, ``pretrained_no_labels`` (``retriever
+  pretrain``, Contriever-style cropping on the corpus, one epoch, no labels) and
+  ``retriever_only_pretrained`` (the same supervised training started from it) with its hybrids;
 - end to end, on the first ``--test-limit`` evaluation questions (configs/e2e/covidqa.yaml):
   ``no_tuning`` (round 0 of the cold joint run, or its own evaluation-only run),
   ``generator_only`` (SFT rounds on the zero-shot retriever's passages), ``separate`` (``retriever_only``'s encoder, for queries and passages, with
@@ -30,7 +34,9 @@ Variants (each a child process; wall time and peak RSS from wait4):
   questions retrieved by BM25 or the BM25 + dense fusion instead of the dense index
   (``eval.passages``), and ``no_tuning`` with the dense index: ``bm25_no_tuning`` /
   ``hybrid_no_tuning`` (base generator), ``generator_only_bm25`` / ``generator_only_hybrid`` (the tuned generator), ``separate_hybrid``
-  and ``joint_eval_hybrid`` (the joint run's final encoder and adapter).
+  and ``joint_eval_hybrid`` (the joint run's final encoder and adapter), ``separate_weighted``
+  (``separate``'s models, passages from the weighted fusion with the dev-chosen dense weight:
+  ``retriever.fusion=weighted``).
 - ``--sweep LEVER ...``: levers changed one at a time from ``joint`` (first seed): tau 0.01, gamma
   0.02, top_k 5, BM25 candidates, 256 questions per round, ``mode=both`` (warm shared encoder,
   index refreshed). Run them with ``--split dev`` to choose settings without touching test.
@@ -72,6 +78,10 @@ LEVERS = {
     "joint_questions_256": ["questions_per_round=256"],
     "joint_mode_both": ["retriever.mode=both"],  # one shared encoder, warm-started, index refreshed
 }
+# The weighted BM25 + dense fusion's dense weights tried on the dev split (the test run takes the
+# one chosen there, from benchmarks/results/joint_covidqa_dev.json).
+DENSE_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(1, 10))
+DEV_RESULT = ROOT / "benchmarks/results/joint_covidqa_dev.json"
 EVAL_ONLY = (
     "no_tuning",
     "bm25_no_tuning",
@@ -80,11 +90,53 @@ EVAL_ONLY = (
     "generator_only_hybrid",
     "separate_hybrid",
     "joint_eval_hybrid",
+    "separate_weighted",
 )
 
 
 def pick(metrics: dict, keys=IR + ANSWERS) -> dict:
     return {k: round(metrics[k], 4) for k in keys if k in metrics}
+
+
+def weighted_hybrid(data: Path, bm25_run: Path, dense_run: Path, weight: float) -> dict:
+    """Retrieval metrics of the weighted fusion (``eval.fusion=weighted``) of two saved TREC runs."""
+    from ragtune.data.io import load_beir, read_run
+    from ragtune.eval.ir import evaluate_run
+    from ragtune.retriever.bm25 import weighted_fusion
+
+    qrels = load_beir(data, "test").qrels
+    bm25, dense = read_run(bm25_run), read_run(dense_run)
+    fused = {
+        q: dict(weighted_fusion([bm25.get(q, {}), dense.get(q, {})], [1 - weight, weight], 100))
+        for q in qrels
+    }
+    return pick(evaluate_run(fused, qrels, ks=(1, 5, 10, 20)).metrics, IR)
+
+
+def chosen_dense_weight(model: str) -> float:
+    """The dense weight the dev split chose for ``model``'s runs (its best weighted-fusion nDCG@10)."""
+    if not DEV_RESULT.exists():
+        raise SystemExit(
+            f"{DEV_RESULT} is missing: run with --split dev first (it chooses the fusion weight)"
+        )
+    fusion = json.loads(DEV_RESULT.read_text())["fusion"]
+    if model not in fusion:
+        raise SystemExit(
+            f"{DEV_RESULT} has no fusion weight for {model}: rerun --split dev with the same options"
+        )
+    return fusion[model]["chosen_dense_weight"]
+
+
+def fusion_weight(split: str, data: Path, bm25_run: Path, dense_run: Path, model: str) -> dict:
+    """On dev: every weight of DENSE_WEIGHTS scored, the best chosen; on test: dev's choice."""
+    if split != "dev":
+        return {"chosen_dense_weight": chosen_dense_weight(model), "chosen_on": "dev split"}
+    grid = {str(w): weighted_hybrid(data, bm25_run, dense_run, w) for w in DENSE_WEIGHTS}
+    best = max(DENSE_WEIGHTS, key=lambda w: (grid[str(w)]["nDCG@10"], -abs(w - 0.5)))
+    return {
+        "chosen_dense_weight": best,
+        "nDCG@10_by_dense_weight": {w: m["nDCG@10"] for w, m in grid.items()},
+    }
 
 
 def prepare(folder: Path, split: str) -> Path:
@@ -137,6 +189,11 @@ def main() -> None:
         default=[],
         help="leave out these first-seed joint variants (no_tuning then needs its evaluation-only run)",
     )
+    ap.add_argument(
+        "--pretrain",
+        action="store_true",
+        help="also: Contriever-style pre-training on the corpus (no labels), alone and before the supervised training",
+    )
     ap.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="overrides for every joint-loop variant")
     args = ap.parse_args()
     if "joint_cold" in args.skip and "no_tuning" not in args.eval_variants:
@@ -181,6 +238,63 @@ def main() -> None:
         [*PY, "retriever", "eval", *r_common, model, "eval.methods=[dense,hybrid]", f"output_dir={sup_eval}"],
         sup_eval / "summary.json",
     )
+
+    if args.pretrain:  # Contriever-style cropping on the corpus (no labels), then the same training
+        pre, sup_pre = work / "retriever_pretrain", work / "retriever_only_pretrained"
+        run(
+            "retriever_pretrain",
+            [*PY, "retriever", "pretrain", *r_common, "train.epochs=1", f"output_dir={pre}"],
+            pre / "model",
+        )
+        pre_model = f"model.name={pre / 'model'}"
+        run(
+            "pretrain_eval",
+            [
+                *PY,
+                "retriever",
+                "eval",
+                *r_common,
+                pre_model,
+                "eval.methods=[dense]",
+                f"output_dir={pre / 'eval'}",
+            ],
+            pre / "eval" / "summary.json",
+        )
+        run(
+            "retriever_train_pretrained",
+            [
+                *PY,
+                "retriever",
+                "train",
+                *r_common,
+                pre_model,
+                f"data.triplets={negatives}",
+                f"output_dir={sup_pre}",
+            ],
+            sup_pre / "model",
+        )
+        run(
+            "retriever_eval_pretrained",
+            [
+                *[*PY, "retriever", "eval", *r_common, f"model.name={sup_pre / 'model'}"],
+                *["eval.methods=[dense,hybrid]", f"output_dir={sup_pre / 'eval'}"],
+            ],
+            sup_pre / "eval" / "summary.json",
+        )
+
+    # The weighted fusion's dense weight per fine-tuned dense model: chosen on dev, read on test.
+    dense_runs = {"retriever_only": sup_eval / "run_dense.trec"}
+    if args.pretrain:
+        dense_runs["retriever_only_pretrained"] = sup_pre / "eval" / "run_dense.trec"
+    fusion = {
+        name: fusion_weight(args.split, data, zero / "run_bm25.trec", run_path, name)
+        for name, run_path in dense_runs.items()
+    }
+    weighted = [
+        "eval.passages=hybrid",
+        "retriever.fusion=weighted",
+        f"retriever.dense_weight={fusion['retriever_only']['chosen_dense_weight']}",
+    ]
 
     # ---- end to end
     e_common = [
@@ -235,6 +349,7 @@ def main() -> None:
         "generator_only_bm25": [tuned_gen, "eval.passages=bm25"],
         "generator_only_hybrid": [tuned_gen, "eval.passages=hybrid"],
         "separate_hybrid": [f"retriever.model={sup / 'model'}", tuned_gen, "eval.passages=hybrid"],
+        "separate_weighted": [f"retriever.model={sup / 'model'}", tuned_gen, *weighted],
         "joint_eval_hybrid": [
             f"retriever.model={joint0 / 'passage_encoder'}",
             f"retriever.query_model={joint0 / 'query_encoder'}",
@@ -254,6 +369,28 @@ def main() -> None:
         variants[name] = {"retrieval": pick(zero_summary["metrics"][method], IR)}
     variants["retriever_only"] = {"retrieval": pick(sup_summary["metrics"]["dense"], IR)}
     variants["retriever_only_hybrid"] = {"retrieval": pick(sup_summary["metrics"]["hybrid"], IR)}
+    # The weighted fusion of BM25 and the fine-tuned dense model: its weight chosen on dev, never test.
+    if args.pretrain:
+        pre_summary = json.loads((pre / "eval" / "summary.json").read_text())
+        sup_pre_summary = json.loads((sup_pre / "eval" / "summary.json").read_text())
+        variants["pretrained_no_labels"] = {
+            "retrieval": pick(pre_summary["metrics"]["dense"], IR),
+            **runs["retriever_pretrain"],
+            "pairs_per_s": json.loads((pre / "train_summary.json").read_text())["pairs_per_s"],
+        }
+        variants["retriever_only_pretrained"] = {
+            "retrieval": pick(sup_pre_summary["metrics"]["dense"], IR),
+            **runs["retriever_train_pretrained"],
+        }
+        variants["retriever_only_pretrained_hybrid"] = {
+            "retrieval": pick(sup_pre_summary["metrics"]["hybrid"], IR)
+        }
+    for model_name, dense_run in dense_runs.items():
+        w = fusion[model_name]["chosen_dense_weight"]
+        variants[f"{model_name}_weighted"] = {
+            "retrieval": weighted_hybrid(data, zero / "run_bm25.trec", dense_run, w),
+            "dense_weight": w,
+        }
     train_summary = json.loads((sup / "train_summary.json").read_text())
     variants["retriever_only"].update(
         wall_s=runs["retriever_train"]["wall_s"],
@@ -311,15 +448,24 @@ def main() -> None:
             seed_mean("separate", lambda seed: 0), seed_mean("joint", final_round), [*IR, *ANSWERS]
         )
     j, s = variants["joint"]["metrics"], variants["separate"]["metrics"]
-    best_single = max(variants[v]["retrieval"]["nDCG@10"] for v in ("bm25_no_tuning", "retriever_only"))
+    tuned = [v for v in ("retriever_only", "retriever_only_pretrained") if v in variants]
+    best_tuned = max(variants[v]["retrieval"]["nDCG@10"] for v in tuned)  # the best tuned dense model
+    best_single = max(best_tuned, variants["bm25_no_tuning"]["retrieval"]["nDCG@10"])
+    best_hybrid = max(
+        variants[v]["retrieval"]["nDCG@10"]
+        for v in variants
+        if v.endswith(("_hybrid", "_weighted"))
+        and "retrieval" in variants[v]
+        and v.startswith("retriever_only")
+    )
     targets = {
-        "tuned_retriever_beats_bm25_by_0.05_nDCG@10": variants["retriever_only"]["retrieval"]["nDCG@10"]
+        "tuned_retriever_beats_bm25_by_0.05_nDCG@10": best_tuned
         - variants["bm25_no_tuning"]["retrieval"]["nDCG@10"]
         >= 0.05,
-        "tuned_retriever_beats_zero_shot_by_0.10_nDCG@10": variants["retriever_only"]["retrieval"]["nDCG@10"]
+        "tuned_retriever_beats_zero_shot_by_0.10_nDCG@10": best_tuned
         - variants["no_tuning"]["retrieval"]["nDCG@10"]
         >= 0.10,
-        "hybrid_beats_best_single": variants["retriever_only_hybrid"]["retrieval"]["nDCG@10"] > best_single,
+        "hybrid_beats_best_single": best_hybrid > best_single,
         "joint_F1>separate_CI_above_0": all(
             p["F1"]["ci95"][0] > 0 for k, p in paired.items() if k.startswith("joint-")
         ),
@@ -335,6 +481,7 @@ def main() -> None:
         f"--questions-per-round {args.questions_per_round} --seeds {' '.join(map(str, args.seeds))}"
         + (f" --sweep {' '.join(args.sweep)}" if args.sweep else "")
         + (f" --skip {' '.join(args.skip)}" if args.skip else "")
+        + (" --pretrain" if args.pretrain else "")
         + (
             ""
             if args.eval_variants == list(EVAL_ONLY)
@@ -352,6 +499,7 @@ def main() -> None:
         extra={
             "data": data_stats,
             "paired": paired,
+            "fusion": fusion,
             "targets": targets,
             "children": runs,
             "overrides": args.extra,
