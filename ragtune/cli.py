@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(rt.add_parser("eval", help="score BM25 / dense / hybrid retrieval on a BEIR folder"))
     _config_args(rt.add_parser("train", help="contrastive training of the bi-encoder"))
     _config_args(rt.add_parser("mine", help="mine hard negatives (BM25 or dense) into a triplets file"))
+    _config_args(
+        rt.add_parser(
+            "pretrain", help="unsupervised Contriever-style pre-training on the corpus (cropping pairs)"
+        )
+    )
     ge = sub.add_parser("generator", help="grounded generator").add_subparsers(dest="cmd", required=True)
     _config_args(ge.add_parser("train", help="fine-tune the generator (LoRA, IA3, prefix, prompt or full)"))
     gg = ge.add_parser("generate", help="answer questions from their passages; writes predictions JSONL")
@@ -249,6 +254,10 @@ def _retriever(args: argparse.Namespace) -> int:
         from ragtune.retriever.mining import mine
 
         print(f"triplets written to {mine(cfg)}")
+    elif args.cmd == "pretrain":
+        from ragtune.retriever.pretrain import pretrain
+
+        print(f"model written to {pretrain(cfg) / 'model'}")
     return 0
 
 
