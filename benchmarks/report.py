@@ -610,6 +610,39 @@ JOINT_COVIDQA_SWEEP = Table(
 )
 
 
+def _splits_cell(v: dict[str, Any]) -> str:
+    return ", ".join(f"{n} {s}" for s, n in v["questions"].items())
+
+
+DATA_AUDIT = Table(
+    "data_audit",
+    [
+        ("SciFact (BEIR)", "data_audit", "scifact"),
+        ("PubMedQA PQA-L (`data convert pubmedqa`)", "data_audit", "pubmedqa"),
+        ("HaluEval QA (`data convert halueval`)", "data_audit", "halueval"),
+        ("COVID-QA (`data convert squad`, split by article)", "data_audit", "covidqa"),
+    ],
+    [
+        ("passages", number("passages")),
+        ("questions", _splits_cell),
+        ("overlong (> 512 words)", number("overlong_passages")),
+        ("exact-duplicate passages", number("exact_duplicate_passages")),
+        ("near-duplicate passage pairs", number("near_duplicate_passage_pairs")),
+        ("repeated questions within a split", number("duplicate_questions_within_splits")),
+        (
+            "train/test leaked questions: exact + near",
+            lambda v: f"{v['leaked_questions_exact']} + {v['leaked_questions_near']}",
+        ),
+        ("test questions with a training positive", number("questions_with_a_shared_positive")),
+        (
+            "answers not in their passages",
+            lambda v: f"{v['answers_not_in_passages']} / {v['qa_rows']}" if v["qa_rows"] else "",
+        ),
+        ("wall", lambda v: duration(v["wall_s"])),
+    ],
+)
+
+
 class PairedTable:
     """The paired tests of a result file (``paired``: comparison -> metric -> test), a row each."""
 
@@ -646,6 +679,7 @@ JOINT_COVIDQA_SWEEP_PAIRED = PairedTable(
 )
 
 TABLES: list[Table | PairedTable] = [
+    DATA_AUDIT,
     FAITHFULNESS,
     RETRIEVER_SCIFACT,
     RETRIEVER_SPEED_TRAIN,
@@ -702,6 +736,25 @@ def _covid_summary() -> str:
     )
 
 
+def _audit_summary() -> str:
+    """Which shared datasets leak questions between train and test, and SciFact's shared positives."""
+    v = result("data_audit")["variants"]
+    names = {"scifact": "SciFact", "pubmedqa": "PubMedQA", "halueval": "HaluEval", "covidqa": "COVID-QA"}
+    leaks = [
+        f"{names[k]} {d['leaked_questions_exact']} exact + {d['leaked_questions_near']} near"
+        for k, d in v.items()
+        if d["leakage_found"]
+    ]
+    clean = [names[k] for k, d in v.items() if not d["leakage_found"] and len(d["questions"]) > 1]
+    sci = v["scifact"]
+    return (
+        f"questions repeated across train/test: {', '.join(leaks) or 'none'}"
+        + (f"; none in {' and '.join(clean)}" if clean else "")
+        + f"; {sci['questions_with_a_shared_positive']} of {sci['questions']['test']} SciFact test claims "
+        "cite an abstract a training claim cites"
+    )
+
+
 def summary() -> str:
     """A few lines for the main README: the headline of each benchmark, every number from its JSON."""
     sci = result("retriever_scifact")
@@ -748,6 +801,11 @@ def summary() -> str:
             "joint tuning, COVID-QA",
             _covid_summary(),
             ["joint_covidqa"],
+        ),
+        (
+            "data audit, shared datasets",
+            _audit_summary(),
+            ["data_audit"],
         ),
         (
             "faithfulness, HaluEval",

@@ -71,11 +71,25 @@ def _parser() -> argparse.ArgumentParser:
     ck.add_argument("--corpus", type=Path, default=None, help="corpus.jsonl to resolve passage ids against")
     ck.add_argument("--split", default="test", help="qrels split for kind=beir")
 
+    au = da.add_parser("audit", help="duplicates, leakage between splits and broken rows of a dataset folder")
+    au.add_argument("folder", type=Path, help="a BEIR folder, with qa_<split>.jsonl files if any")
+    au.add_argument(
+        "--out", type=Path, default=None, help="where audit.json and audit.md go (default: FOLDER)"
+    )
+    au.add_argument("--near", type=float, default=0.8, help="Jaccard similarity of near duplicates")
+    au.add_argument("--max-words", type=int, default=512, help="passages longer than this are reported")
+    au.add_argument("--strict", action="store_true", help="exit 1 when questions leak between splits")
+
     # ragtune retriever ...
     rt = sub.add_parser("retriever", help="dense retriever").add_subparsers(dest="cmd", required=True)
     _config_args(rt.add_parser("eval", help="score BM25 / dense / hybrid retrieval on a BEIR folder"))
     _config_args(rt.add_parser("train", help="contrastive training of the bi-encoder"))
     _config_args(rt.add_parser("mine", help="mine hard negatives (BM25 or dense) into a triplets file"))
+    _config_args(
+        rt.add_parser(
+            "pretrain", help="unsupervised Contriever-style pre-training on the corpus (cropping pairs)"
+        )
+    )
     ge = sub.add_parser("generator", help="grounded generator").add_subparsers(dest="cmd", required=True)
     _config_args(ge.add_parser("train", help="fine-tune the generator (LoRA, IA3, prefix, prompt or full)"))
     gg = ge.add_parser("generate", help="answer questions from their passages; writes predictions JSONL")
@@ -186,6 +200,23 @@ def _data_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_audit(args: argparse.Namespace) -> int:
+    from ragtune.data.audit import AuditSettings, audit
+
+    try:
+        settings = AuditSettings(near=args.near, max_words=args.max_words)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    report = audit(args.folder, args.out, settings)
+    out = args.out or args.folder
+    print((out / "audit.md").read_text())
+    print(f"written to {out / 'audit.json'} and {out / 'audit.md'}")
+    if args.strict and report["leakage_found"]:
+        print("error: questions leak between splits (--strict)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _data_check(args: argparse.Namespace) -> int:
     from ragtune.data import io
 
@@ -223,6 +254,10 @@ def _retriever(args: argparse.Namespace) -> int:
         from ragtune.retriever.mining import mine
 
         print(f"triplets written to {mine(cfg)}")
+    elif args.cmd == "pretrain":
+        from ragtune.retriever.pretrain import pretrain
+
+        print(f"model written to {pretrain(cfg) / 'model'}")
     return 0
 
 
@@ -284,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         ("eval", "generation"): _eval_generation,
         ("data", "convert"): _data_convert,
         ("data", "check"): _data_check,
+        ("data", "audit"): _data_audit,
     }
     groups = {
         "retriever": _retriever,

@@ -69,6 +69,12 @@ class RetrieverStep:
         help="training questions' passages (the LM's candidates and the distractors): the dense retriever's, "
         "BM25's, or their reciprocal-rank fusion (the LM then sees passages the dense model misses)",
     )
+    fusion: Literal["rrf", "weighted"] = setting(
+        "rrf",
+        help="how `hybrid` (candidates, eval.passages) fuses BM25 and dense: reciprocal rank fusion of "
+        "the two top-k lists, or a weighted sum of min-max normalised scores over the two top-100 lists",
+    )
+    dense_weight: float = setting(0.5, help="fusion=weighted: dense x w + BM25 x (1 - w)")
     epochs: int = setting(1, help="passes over the round's questions")
     batch_size: int = setting(16, help="questions per optimiser step")
     lr: float = setting(2e-5, help="AdamW learning rate")
@@ -88,6 +94,8 @@ class RetrieverStep:
         if self.lr <= 0:
             raise ValueError("retriever.lr must be > 0")
         _check_optimiser("retriever", self.warmup_ratio, self.weight_decay, self.max_grad_norm)
+        if not 0.0 <= self.dense_weight <= 1.0:
+            raise ValueError(f"retriever.dense_weight must be in [0, 1], got {self.dense_weight}")
         if self.query_model is not None and self.mode == "both":
             raise ValueError("retriever.query_model needs mode=query (mode=both shares one encoder)")
 

@@ -128,9 +128,11 @@ class Retriever:
         self, questions: Sequence[str], k: int, method: str = "dense"
     ) -> list[list[tuple[str, float]]]:
         """The top ``k`` (passage id, score) per question by ``method``: ``dense`` (the index),
-        ``bm25`` (built on first use) or ``hybrid``, the reciprocal-rank fusion (k=60) of both
-        methods' top ``k`` (scores are then the fused ones)."""
-        from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion
+        ``bm25`` (built on first use) or ``hybrid``: with ``retriever.fusion=rrf`` the reciprocal-rank
+        fusion (k=60) of both methods' top ``k``; with ``weighted`` the weighted sum
+        (``retriever.dense_weight``) of their min-max normalised scores over both top-``max(k, 100)``
+        lists, as ``retriever eval`` fuses (scores are then the fused ones)."""
+        from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion, weighted_fusion
 
         if method == "dense":
             return self.search(questions, k)
@@ -138,10 +140,18 @@ class Retriever:
             raise ValueError(f"unknown retrieval method {method!r} (dense, bm25 or hybrid)")
         if self.bm25 is None:
             self.bm25 = BM25(self.data.ids, [p.full_text() for p in self.data.corpus.values()])
-        lexical = self.bm25.search(list(questions), k)
+        r = self.cfg.retriever
+        pool = max(k, 100) if method == "hybrid" and r.fusion == "weighted" else k
+        lexical = self.bm25.search(list(questions), pool)
         if method == "bm25":
             return lexical
-        dense = self.search(questions, k)
+        dense = self.search(questions, pool)
+        if r.fusion == "weighted":
+            w = r.dense_weight
+            return [
+                weighted_fusion([dict(b), dict(h)], [1 - w, w], depth=k)
+                for b, h in zip(lexical, dense, strict=True)
+            ]
         return [
             reciprocal_rank_fusion([[d for d, _ in b], [d for d, _ in h]], depth=k)
             for b, h in zip(lexical, dense, strict=True)

@@ -236,6 +236,26 @@ class EvalConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Unsupervised continued pre-training on the corpus (`retriever pretrain`): Contriever's
+    independent cropping (Izacard et al. 2022): two random word spans of one passage are a positive
+    pair, the other passages of the batch its negatives. Steps, batch, lr and temperature: ``train.*``."""
+
+    crop_min: float = setting(0.1, help="shortest span, as a fraction of the passage's words")
+    crop_max: float = setting(0.5, help="longest span, as a fraction of the passage's words")
+    min_words: int = setting(16, help="passages with fewer words are left out")
+    max_passages: int = setting(0, help="passages per epoch, a seeded sample (0: all)")
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.crop_min <= self.crop_max <= 1.0:
+            raise ValueError(
+                f"pretrain crops must satisfy 0 < crop_min <= crop_max <= 1, got {self.crop_min}..{self.crop_max}"
+            )
+        if self.min_words < 2 or self.max_passages < 0:
+            raise ValueError("pretrain.min_words must be >= 2 and pretrain.max_passages >= 0")
+
+
+@dataclass
 class RetrieverConfig:
     """Top-level retriever config (``configs/retriever/*.yaml``)."""
 
@@ -247,6 +267,9 @@ class RetrieverConfig:
     )
     train: TrainConfig = setting(factory=TrainConfig, help="contrastive training (InfoNCE, DPR)")
     mining: MiningConfig = setting(factory=MiningConfig, help="hard-negative mining for `retriever mine`")
+    pretrain: PretrainConfig = setting(
+        factory=PretrainConfig, help="Contriever-style cropping pairs for `retriever pretrain`"
+    )
     index: IndexConfig = setting(factory=IndexConfig, help="the FAISS index of `index build`")
     eval: EvalConfig = setting(factory=EvalConfig, help="what `retriever eval` scores, and how deep")
     logging: LoggingConfig = setting(factory=LoggingConfig, help="where metrics go besides history.jsonl")

@@ -255,16 +255,19 @@ def test_hybrid_candidates_fuse_bm25_with_the_dense_retriever(
     assert any(hits[e.id] != [x for x, _ in d] for e, d in zip(data.train, dense, strict=True))
 
 
-@pytest.mark.parametrize("method", ["bm25", "hybrid"])
+@pytest.mark.parametrize("method", ["bm25", "hybrid", "weighted"])
 def test_eval_passages_come_from_the_configured_retrieval(
     tmp_path: Path, tiny_encoder: Path, tiny_lm: Path, method: str
 ) -> None:
     from ragtune.e2e.state import Data, Retriever
     from ragtune.e2e.train import train
     from ragtune.eval.ir import evaluate_run
-    from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion
+    from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion, weighted_fusion
 
-    cfg = tiny_config(tmp_path / "run", tiny_encoder, tiny_lm, "rounds=0", f"eval.passages={method}")
+    # weighted: eval.passages=hybrid with retriever.fusion=weighted, fused over both top-100 lists
+    fusion = ["eval.passages=hybrid", "retriever.fusion=weighted", "retriever.dense_weight=0.3"]
+    extra = fusion if method == "weighted" else [f"eval.passages={method}"]
+    cfg = tiny_config(tmp_path / "run", tiny_encoder, tiny_lm, "rounds=0", *extra)
     out = train(cfg)
     rows = [
         json.loads(x) for x in (out / "rounds" / "round_0" / "predictions.jsonl").read_text().splitlines()
@@ -272,9 +275,19 @@ def test_eval_passages_come_from_the_configured_retrieval(
     data = Data(cfg)
     questions = [e.question for e in data.eval]
     depth = max([*cfg.eval.ks, cfg.top_k])
-    lexical = BM25(data.ids, [p.full_text() for p in data.corpus.values()]).search(questions, depth)
-    dense = Retriever(cfg, data).search(questions, depth)
-    if method == "hybrid":
+    pool = max(depth, 100) if method == "weighted" else depth
+    lexical = BM25(data.ids, [p.full_text() for p in data.corpus.values()]).search(questions, pool)
+    dense = Retriever(cfg, data).search(questions, pool)
+    if method == "weighted":
+        expected = [
+            weighted_fusion([dict(b), dict(d)], [0.7, 0.3], depth=depth)
+            for b, d in zip(lexical, dense, strict=True)
+        ]
+        assert expected != [
+            reciprocal_rank_fusion([[x for x, _ in b[:depth]], [x for x, _ in d[:depth]]], depth=depth)
+            for b, d in zip(lexical, dense, strict=True)
+        ]
+    elif method == "hybrid":
         expected = [
             reciprocal_rank_fusion([[x for x, _ in b], [x for x, _ in d]], depth=depth)
             for b, d in zip(lexical, dense, strict=True)
