@@ -98,17 +98,21 @@ def pick(metrics: dict, keys=IR + ANSWERS) -> dict:
     return {k: round(metrics[k], 4) for k in keys if k in metrics}
 
 
-def weighted_hybrid(data: Path, bm25_run: Path, dense_run: Path, weight: float) -> dict:
-    """Retrieval metrics of the weighted fusion (``eval.fusion=weighted``) of two saved TREC runs."""
+def fusion_inputs(data: Path, bm25_run: Path, dense_run: Path) -> tuple[dict, dict, dict]:
+    """The evaluation qrels and the two saved TREC runs that :func:`weighted_hybrid` fuses, read once."""
     from ragtune.data.io import load_beir, read_run
-    from ragtune.eval.ir import evaluate_run
-    from ragtune.retriever.bm25 import weighted_fusion
 
-    qrels = load_beir(data, "test").qrels
-    bm25, dense = read_run(bm25_run), read_run(dense_run)
+    return load_beir(data, "test").qrels, read_run(bm25_run), read_run(dense_run)
+
+
+def weighted_hybrid(inputs: tuple[dict, dict, dict], weight: float) -> dict:
+    """Retrieval metrics of the weighted fusion (``eval.fusion=weighted``) of two saved runs."""
+    from ragtune.eval.ir import evaluate_run
+    from ragtune.retriever.bm25 import hybrid_fusion
+
+    qrels, bm25, dense = inputs
     fused = {
-        q: dict(weighted_fusion([bm25.get(q, {}), dense.get(q, {})], [1 - weight, weight], 100))
-        for q in qrels
+        q: dict(hybrid_fusion(bm25.get(q, {}), dense.get(q, {}), "weighted", weight, 100)) for q in qrels
     }
     return pick(evaluate_run(fused, qrels, ks=(1, 5, 10, 20)).metrics, IR)
 
@@ -127,11 +131,11 @@ def chosen_dense_weight(model: str) -> float:
     return fusion[model]["chosen_dense_weight"]
 
 
-def fusion_weight(split: str, data: Path, bm25_run: Path, dense_run: Path, model: str) -> dict:
+def fusion_weight(split: str, inputs: tuple[dict, dict, dict], model: str) -> dict:
     """On dev: every weight of DENSE_WEIGHTS scored, the best chosen; on test: dev's choice."""
     if split != "dev":
         return {"chosen_dense_weight": chosen_dense_weight(model), "chosen_on": "dev split"}
-    grid = {str(w): weighted_hybrid(data, bm25_run, dense_run, w) for w in DENSE_WEIGHTS}
+    grid = {str(w): weighted_hybrid(inputs, w) for w in DENSE_WEIGHTS}
     best = max(DENSE_WEIGHTS, key=lambda w: (grid[str(w)]["nDCG@10"], -abs(w - 0.5)))
     return {
         "chosen_dense_weight": best,
@@ -286,10 +290,8 @@ def main() -> None:
     dense_runs = {"retriever_only": sup_eval / "run_dense.trec"}
     if args.pretrain:
         dense_runs["retriever_only_pretrained"] = sup_pre / "eval" / "run_dense.trec"
-    fusion = {
-        name: fusion_weight(args.split, data, zero / "run_bm25.trec", run_path, name)
-        for name, run_path in dense_runs.items()
-    }
+    fused = {name: fusion_inputs(data, zero / "run_bm25.trec", path) for name, path in dense_runs.items()}
+    fusion = {name: fusion_weight(args.split, inputs, name) for name, inputs in fused.items()}
     weighted = [
         "eval.passages=hybrid",
         "retriever.fusion=weighted",
@@ -385,10 +387,10 @@ def main() -> None:
         variants["retriever_only_pretrained_hybrid"] = {
             "retrieval": pick(sup_pre_summary["metrics"]["hybrid"], IR)
         }
-    for model_name, dense_run in dense_runs.items():
+    for model_name, inputs in fused.items():
         w = fusion[model_name]["chosen_dense_weight"]
         variants[f"{model_name}_weighted"] = {
-            "retrieval": weighted_hybrid(data, zero / "run_bm25.trec", dense_run, w),
+            "retrieval": weighted_hybrid(inputs, w),
             "dense_weight": w,
         }
     train_summary = json.loads((sup / "train_summary.json").read_text())

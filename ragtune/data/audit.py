@@ -39,8 +39,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ragtune.data.io import DataError, atomic_write_text, load_qa, load_qrels, load_queries, read_jsonl
-from ragtune.data.schema import Passage
+from ragtune.data.io import DataError, atomic_write_text, load_corpus, load_qa, load_qrels, load_queries
 
 __all__ = ["AuditSettings", "audit", "near_duplicate_pairs", "normalise", "shingles"]
 
@@ -135,28 +134,6 @@ def _groups(keys: Mapping[str, str]) -> list[list[str]]:
     return sorted((g for g in by.values() if len(g) > 1), key=lambda g: (-len(g), g[0]))
 
 
-def read_corpus(path: Path) -> dict[str, Passage]:
-    """``corpus.jsonl`` read as the audit needs it: like :func:`ragtune.data.io.load_corpus` (ids
-    required and unique), except that an empty ``text`` is kept, to be reported, not refused."""
-    corpus: dict[str, Passage] = {}
-    for line, obj in read_jsonl(path):
-        pid = obj.get("_id")
-        if isinstance(pid, int) and not isinstance(pid, bool):
-            pid = str(pid)
-        if not isinstance(pid, str) or not pid.strip():
-            raise DataError(path, line, "_id", "missing, empty or not a string")
-        if pid in corpus:
-            raise DataError(path, line, "_id", f"duplicate id {pid!r}")
-        text, title = obj.get("text", ""), obj.get("title", "")
-        for key, value in (("text", text), ("title", title)):
-            if not isinstance(value, str):
-                raise DataError(path, line, key, f"expected a string, got {type(value).__name__}")
-        corpus[pid] = Passage(pid, text, title)
-    if not corpus:
-        raise DataError(path, None, None, "empty corpus: no passages")
-    return corpus
-
-
 def _splits(folder: Path) -> list[str]:
     names = {p.stem for p in (folder / "qrels").glob("*.tsv")}
     names |= {p.stem[3:] for p in folder.glob("qa_*.jsonl")}
@@ -170,7 +147,7 @@ def audit(folder: str | Path, out: str | Path | None = None, settings: AuditSett
     folder, settings = Path(folder), settings or AuditSettings()
     if not folder.is_dir():
         raise DataError(folder, None, None, "dataset folder not found")
-    corpus = read_corpus(folder / "corpus.jsonl")
+    corpus = load_corpus(folder / "corpus.jsonl", allow_empty_text=True)
     queries = load_queries(folder / "queries.jsonl") if (folder / "queries.jsonl").exists() else {}
     splits = _splits(folder)
     if not splits:
@@ -179,10 +156,11 @@ def audit(folder: str | Path, out: str | Path | None = None, settings: AuditSett
 
     # ---- passages
     words = {pid: len(normalise(p.full_text()).split()) for pid, p in corpus.items()}
-    empty = [pid for pid, p in corpus.items() if not normalise(p.text)]  # blank or no word at all
+    normalised = {pid: normalise(p.text) for pid, p in corpus.items()}
+    empty = [pid for pid, t in normalised.items() if not t]  # blank or no word at all
     overlong = [pid for pid, n in words.items() if n > settings.max_words]
-    exact = _groups({pid: normalise(p.text) for pid, p in corpus.items()})
-    passage_sets = {pid: shingles(p.text, (3,)) for pid, p in corpus.items()}
+    exact = _groups(normalised)
+    passage_sets = {pid: shingles(t, (3,)) for pid, t in normalised.items()}  # normalise() is idempotent
     near = [t for t in near_duplicate_pairs(passage_sets, None, settings, "passages") if t[2] < 1.0]
 
     # ---- questions per split: qrels (texts from queries.jsonl) and QA rows
@@ -226,7 +204,8 @@ def audit(folder: str | Path, out: str | Path | None = None, settings: AuditSett
         by_text = defaultdict(list)
         for q, t in qa.items():
             by_text[normalise(t)].append(q)
-        exact_pairs = [(x, y) for y, t in qb.items() for x in by_text.get(normalise(t), []) if normalise(t)]
+        by_text.pop("", None)  # a question with no word matches nothing
+        exact_pairs = [(x, y) for y, t in qb.items() for x in by_text.get(normalise(t), [])]
         near_pairs = [
             t
             for t in near_duplicate_pairs(question_sets[b], question_sets[a], settings, f"{a}/{b}")

@@ -146,10 +146,11 @@ def _opt_str(obj: Mapping[str, Any], key: str, path: Path, line: int) -> str:
     return value
 
 
-def load_corpus(path: str | Path) -> dict[str, Passage]:
+def load_corpus(path: str | Path, allow_empty_text: bool = False) -> dict[str, Passage]:
     """Read a BEIR ``corpus.jsonl`` (``_id``, ``text``, optional ``title``) into id -> Passage.
 
-    Insertion order is file order. Raises :class:`DataError` on a duplicate id or an empty corpus.
+    Insertion order is file order. Raises :class:`DataError` on a duplicate id or an empty corpus,
+    and on a blank ``text`` unless ``allow_empty_text`` (``data audit`` reports those instead).
     """
     path = Path(path)
     corpus: dict[str, Passage] = {}
@@ -157,7 +158,8 @@ def load_corpus(path: str | Path) -> dict[str, Passage]:
         pid = _req_str(obj, "_id", path, line)
         if pid in corpus:
             raise DataError(path, line, "_id", f"duplicate id {pid!r}")
-        corpus[pid] = Passage(pid, _req_str(obj, "text", path, line), _opt_str(obj, "title", path, line))
+        text = _req_str(obj, "text", path, line, allow_empty=allow_empty_text)
+        corpus[pid] = Passage(pid, text, _opt_str(obj, "title", path, line))
     if not corpus:
         raise DataError(path, None, None, "empty corpus: no passages")
     return corpus

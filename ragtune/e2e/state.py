@@ -132,7 +132,7 @@ class Retriever:
         fusion (k=60) of both methods' top ``k``; with ``weighted`` the weighted sum
         (``retriever.dense_weight``) of their min-max normalised scores over both top-``max(k, 100)``
         lists, as ``retriever eval`` fuses (scores are then the fused ones)."""
-        from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion, weighted_fusion
+        from ragtune.retriever.bm25 import BM25, hybrid_fusion
 
         if method == "dense":
             return self.search(questions, k)
@@ -146,14 +146,8 @@ class Retriever:
         if method == "bm25":
             return lexical
         dense = self.search(questions, pool)
-        if r.fusion == "weighted":
-            w = r.dense_weight
-            return [
-                weighted_fusion([dict(b), dict(h)], [1 - w, w], depth=k)
-                for b, h in zip(lexical, dense, strict=True)
-            ]
         return [
-            reciprocal_rank_fusion([[d for d, _ in b], [d for d, _ in h]], depth=k)
+            hybrid_fusion(dict(b), dict(h), r.fusion, r.dense_weight, depth=k)
             for b, h in zip(lexical, dense, strict=True)
         ]
 

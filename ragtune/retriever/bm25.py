@@ -144,3 +144,22 @@ def weighted_fusion(
             fused[doc] = fused.get(doc, 0.0) + weight * norm
     ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
     return ranked[:depth] if depth else ranked
+
+
+def hybrid_fusion(
+    lexical: Mapping[str, float],
+    dense: Mapping[str, float],
+    fusion: str,
+    dense_weight: float,
+    depth: int,
+    rrf_k: int = 60,
+) -> list[tuple[str, float]]:
+    """One query's BM25 and dense scores fused as ``fusion`` says: ``rrf`` (:func:`reciprocal_rank_fusion`
+    of the two rankings, by descending score) or ``weighted`` (:func:`weighted_fusion`, dense x
+    ``dense_weight`` + BM25 x (1 - ``dense_weight``)). Returns (id, fused score), best first."""
+    if fusion == "weighted":
+        return weighted_fusion([lexical, dense], [1 - dense_weight, dense_weight], depth)
+    if fusion != "rrf":
+        raise ValueError(f"unknown fusion {fusion!r} (rrf or weighted)")
+    rankings = [sorted(r, key=r.get, reverse=True) for r in (lexical, dense)]
+    return reciprocal_rank_fusion(rankings, k=rrf_k, depth=depth)

@@ -12,7 +12,7 @@ from ragtune.data.io import atomic_write_text, load_beir, write_run
 from ragtune.eval.ir import evaluate_run
 from ragtune.eval.report import markdown_table, write_metrics
 from ragtune.precision import describe, hardware
-from ragtune.retriever.bm25 import BM25, reciprocal_rank_fusion, weighted_fusion
+from ragtune.retriever.bm25 import BM25, hybrid_fusion
 from ragtune.retriever.config import RetrieverConfig
 
 log = logging.getLogger(__name__)
@@ -27,15 +27,10 @@ def fuse(
 ) -> dict[str, dict[str, float]]:
     """Hybrid run: BM25 and dense fused per query as ``cfg.eval.fusion`` says."""
     e = cfg.eval
-    out = {}
-    for q in bm25_run:
-        if e.fusion == "weighted":
-            pairs = weighted_fusion([bm25_run[q], dense_run[q]], [1 - e.dense_weight, e.dense_weight], depth)
-        else:
-            rankings = [sorted(r[q], key=r[q].get, reverse=True) for r in (bm25_run, dense_run)]
-            pairs = reciprocal_rank_fusion(rankings, k=e.rrf_k, depth=depth)
-        out[q] = dict(pairs)
-    return out
+    return {
+        q: dict(hybrid_fusion(bm25_run[q], dense_run[q], e.fusion, e.dense_weight, depth, e.rrf_k))
+        for q in bm25_run
+    }
 
 
 def evaluate(cfg: RetrieverConfig) -> Path:

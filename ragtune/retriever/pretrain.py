@@ -17,19 +17,16 @@ Outputs in ``cfg.output_dir``: ``model/`` (a sentence-transformers folder), ``ch
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
-
-import torch
 
 from ragtune.data.io import load_corpus
 from ragtune.data.schema import Passage, Query
 from ragtune.errors import UserError
 from ragtune.retriever.config import RetrieverConfig
-from ragtune.retriever.train import ContrastiveTask, Example, load_for_training
-from ragtune.training import Plan, Run, adamw
+from ragtune.retriever.train import ContrastiveTask, Example, fit, training_model
+from ragtune.training import Run
 
 
 def crop(words: Sequence[str], rng: random.Random, low: float, high: float) -> str:
@@ -80,15 +77,6 @@ def pretrain(cfg: RetrieverConfig) -> Path:
             f"{cfg.pretrain.min_words} words; cropping pairs need 2 or more"
         )
     run = Run(cfg)
-    t = cfg.train
-    per_epoch_pairs = min(len(passages), cfg.pretrain.max_passages or len(passages))
-    per_epoch = math.ceil(per_epoch_pairs / t.batch_size)
-    total = min(per_epoch * t.epochs, t.max_steps or per_epoch * t.epochs)
-    model = load_for_training(cfg, run.checkpoint / "model" if run.resuming else None)
-    if t.compile:
-        model[0].auto_model.forward = torch.compile(model[0].auto_model.forward, dynamic=True)
-    model.train(t.dropout is None or t.dropout > 0)
-    task = CroppingTask(cfg, model, passages)
-    optimizer = adamw(model, t.lr, t.weight_decay, decay_norms=False)
-    run.fit(task, optimizer, Plan(total, per_epoch, t.warmup_ratio, t.max_grad_norm, 0, 0, t.save_every))
-    return run.finish(task, "model", {"passages": len(passages), "pairs_per_epoch": per_epoch_pairs})
+    pairs = min(len(passages), cfg.pretrain.max_passages or len(passages))
+    task = CroppingTask(cfg, training_model(cfg, run), passages)  # validates nothing: no labels
+    return fit(cfg, run, task, pairs, {"passages": len(passages), "pairs_per_epoch": pairs})

@@ -274,20 +274,35 @@ def train(cfg: RetrieverConfig) -> Path:
     if not examples:
         raise UserError("no training examples: the triplets or qrels name no positive passage")
     validator = Validator(cfg, val_t, corpus) if val_t else None
-    per_epoch = math.ceil(len(examples) / t.batch_size)
-    total = min(per_epoch * t.epochs, t.max_steps or per_epoch * t.epochs)
+    task = ContrastiveTask(cfg, training_model(cfg, run), examples, validator)
+    n_val = len({x.query.id for x in val_t})
+    return fit(cfg, run, task, len(examples), {"examples": len(examples), "validation_queries": n_val})
 
+
+def training_model(cfg: RetrieverConfig, run: Run) -> SentenceTransformer:
+    """The encoder a training run starts from (its checkpoint when resuming), compiled and with
+    dropout on or off as configured."""
+    t = cfg.train
     model = load_for_training(cfg, run.checkpoint / "model" if run.resuming else None)
     if t.compile:
         # Compile the forward only, so the module (and what model.save writes) keeps its type.
         model[0].auto_model.forward = torch.compile(model[0].auto_model.forward, dynamic=True)
     model.train(t.dropout is None or t.dropout > 0)  # without dropout, eval mode skips mask work
-    task = ContrastiveTask(cfg, model, examples, validator)
-    optimizer = adamw(model, t.lr, t.weight_decay, decay_norms=False)
+    return model
+
+
+def fit(
+    cfg: RetrieverConfig, run: Run, task: ContrastiveTask, n_examples: int, summary: dict[str, Any]
+) -> Path:
+    """Run ``task`` over ``n_examples`` examples per epoch for ``train.epochs`` (or ``max_steps``)
+    with ``train.*``'s optimiser and schedule; write ``model/`` and the summary; returns the folder."""
+    t = cfg.train
+    per_epoch = math.ceil(n_examples / t.batch_size)
+    total = min(per_epoch * t.epochs, t.max_steps or per_epoch * t.epochs)
+    optimizer = adamw(task.model, t.lr, t.weight_decay, decay_norms=False)
     run.fit(
         task,
         optimizer,
         Plan(total, per_epoch, t.warmup_ratio, t.max_grad_norm, t.eval_every, t.patience, t.save_every),
     )
-    n_val = len({x.query.id for x in val_t})
-    return run.finish(task, "model", {"examples": len(examples), "validation_queries": n_val})
+    return run.finish(task, "model", summary)
