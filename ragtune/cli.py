@@ -90,6 +90,15 @@ def _parser() -> argparse.ArgumentParser:
             "pretrain", help="unsupervised Contriever-style pre-training on the corpus (cropping pairs)"
         )
     )
+    rr = sub.add_parser("reranker", help="cross-encoder reranker").add_subparsers(dest="cmd", required=True)
+    _config_args(rr.add_parser("train", help="train the cross-encoder on a triplets file (bce, listwise, margin_mse)"))
+    rk = rr.add_parser("rerank", help="rescore the top-n of a TREC run with the cross-encoder")
+    rk.add_argument("--run", type=Path, required=True, help="TREC run to rerank (queries and passages from data.beir_dir)")
+    rk.add_argument("--out", type=Path, required=True, help="reranked TREC run to write")
+    rk.add_argument(
+        "--model", default=None, help="CrossEncoder folder or name (default: output_dir/model, else model.name)"
+    )
+    _config_args(rk)
     ge = sub.add_parser("generator", help="grounded generator").add_subparsers(dest="cmd", required=True)
     _config_args(ge.add_parser("train", help="fine-tune the generator (LoRA, IA3, prefix, prompt or full)"))
     gg = ge.add_parser("generate", help="answer questions from their passages; writes predictions JSONL")
@@ -261,6 +270,21 @@ def _retriever(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reranker(args: argparse.Namespace) -> int:
+    from ragtune.reranker.config import RerankerConfig
+
+    cfg = load_config(args.config, args.overrides, RerankerConfig)
+    if args.cmd == "train":
+        from ragtune.reranker.train import train
+
+        print(f"model written to {train(cfg) / 'model'}")
+    else:
+        from ragtune.reranker.rerank import rerank
+
+        print(f"reranked run written to {rerank(cfg, args.run, args.out, args.model)}")
+    return 0
+
+
 def _generator(args: argparse.Namespace) -> int:
     from ragtune.generator.config import GeneratorConfig
 
@@ -323,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     groups = {
         "retriever": _retriever,
+        "reranker": _reranker,
         "index": _index,
         "generator": _generator,
         "e2e": _e2e,

@@ -376,6 +376,8 @@ def load_triplets(
             pos = _passages(obj, keys[0], path, line, corpus)
         if not pos:
             raise DataError(path, line, keys[0], "no positive passage")
+        teacher: dict[str, float] = {}
+        _teacher_scores(pos, keys[0], path, line, teacher)
         negs: list[Negative] = []
         if "negatives" in obj or "negative_ids" in obj:
             field = "negatives" if "negatives" in obj else "negative_ids"
@@ -391,17 +393,40 @@ def load_triplets(
                 negs.append(
                     Negative(passage, source or "given", rank, None if score is None else float(score))
                 )
-        out.append(Triplet(query, tuple(p for p, _ in pos), tuple(negs)))
+            _teacher_scores(items, field, path, line, teacher)
+        out.append(Triplet(query, tuple(p for p, _ in pos), tuple(negs), teacher or None))
     if not out:
         raise DataError(path, None, None, "no triplets")
     return out
 
 
+def _teacher_scores(
+    items: list[tuple[Passage, Mapping[str, Any]]],
+    field: str,
+    path: Path,
+    line: int,
+    into: dict[str, float],
+) -> None:
+    """Collect the optional ``teacher`` score of each passage object of a triplet field."""
+    for i, (passage, meta) in enumerate(items):
+        value = meta.get("teacher")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise DataError(path, line, f"{field}[{i}].teacher", f"expected a finite number, got {value!r}")
+        into[passage.id] = float(value)
+
+
 def triplet_to_dict(t: Triplet) -> dict[str, Any]:
-    """The JSONL form of a triplet, passages by id and text, negatives with their provenance."""
+    """The JSONL form of a triplet, passages by id and text, negatives with their provenance, and
+    each passage's ``teacher`` score when the triplet has them."""
+    scores = t.teacher or {}
 
     def passage(p: Passage) -> dict[str, Any]:
-        return {"id": p.id, "title": p.title, "text": p.text} if p.title else {"id": p.id, "text": p.text}
+        out = {"id": p.id, "title": p.title, "text": p.text} if p.title else {"id": p.id, "text": p.text}
+        if p.id in scores:
+            out["teacher"] = scores[p.id]
+        return out
 
     return {
         "query_id": t.query.id,

@@ -50,6 +50,9 @@ class Triplet:
     query: Query
     positives: tuple[Passage, ...]
     negatives: tuple[Negative, ...] = ()
+    # A teacher's score of each passage by id (a cross-encoder's or an LM's; `retriever
+    # score-triplets` writes them), for distillation losses; None when not scored.
+    teacher: dict[str, float] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)

@@ -204,8 +204,9 @@ class IndexConfig:
 class EvalConfig:
     """Which retrievers to score and how deep."""
 
-    methods: list[Literal["bm25", "dense", "hybrid"]] = setting(
-        factory=lambda: ["bm25", "dense", "hybrid"], help="retrievers to score"
+    methods: list[Literal["bm25", "dense", "hybrid", "rerank"]] = setting(
+        factory=lambda: ["bm25", "dense", "hybrid"],
+        help="retrievers to score; rerank: eval.reranker over eval.rerank_candidates",
     )
     ks: list[int] = setting(factory=lambda: [1, 3, 5, 10, 20, 100], help="metric cut-offs k")
     depth: int = setting(100, help="documents retrieved per query (>= the largest k)")
@@ -221,8 +222,19 @@ class EvalConfig:
         help="score this saved index (`ragtune index build`) instead of encoding the corpus (null: encode)",
     )
     batch_size: int = setting(128, help="passages per encoding batch")
+    reranker: str | None = setting(
+        None, help="CrossEncoder folder or name that method rerank uses (`ragtune reranker train` writes one)"
+    )
+    rerank_candidates: Literal["bm25", "dense", "hybrid"] = setting(
+        "hybrid", help="the run method rerank rescores"
+    )
+    rerank_top_n: int = setting(100, help="candidates per query the reranker rescores (<= depth)")
 
     def __post_init__(self) -> None:
+        if "rerank" in self.methods and not self.reranker:
+            raise ValueError("eval.methods has rerank: set eval.reranker to a CrossEncoder folder or name")
+        if not 1 <= self.rerank_top_n <= self.depth:
+            raise ValueError(f"eval.rerank_top_n must be in [1, eval.depth={self.depth}], got {self.rerank_top_n}")
         if not self.methods:
             raise ValueError("eval.methods must name at least one method")
         if any(k < 1 for k in self.ks) or not self.ks:

@@ -33,6 +33,29 @@ def fuse(
     }
 
 
+def _rerank(cfg: RetrieverConfig, runs: dict, queries: dict, data) -> tuple[dict, float, dict]:
+    """The ``eval.rerank_candidates`` run reranked by ``eval.reranker``; the seconds it took; the
+    pair classification of its top-n at the reranker's saved threshold (chosen on its validation
+    queries, never on these)."""
+    from ragtune.eval.classification import classification_metrics
+    from ragtune.reranker.model import load_cross_encoder
+    from ragtune.reranker.rerank import load_threshold, pair_labels, rerank_run
+
+    e = cfg.eval
+    t0 = time.perf_counter()
+    model = load_cross_encoder(e.reranker, precision=cfg.precision, trust_remote_code=cfg.model.trust_remote_code)
+    run = rerank_run(
+        model, runs[e.rerank_candidates], queries, data.corpus, top_n=e.rerank_top_n, precision=cfg.precision
+    )
+    seconds = time.perf_counter() - t0
+    threshold, source = load_threshold(e.reranker) if Path(e.reranker).is_dir() else (0.5, "default")
+    labels, probs = pair_labels(run, data.qrels, e.rerank_top_n)
+    classification = classification_metrics(labels, probs, threshold)
+    classification["threshold_source"] = source
+    classification["ms_per_query"] = 1000 * seconds / max(1, len(run))
+    return run, seconds, classification
+
+
 def evaluate(cfg: RetrieverConfig) -> Path:
     """Retrieve for the split's queries with each method of ``cfg.eval.methods``; write one TREC run,
     one metrics JSON per method, ``summary.json``, ``report.md`` and the resolved config into
@@ -51,6 +74,10 @@ def evaluate(cfg: RetrieverConfig) -> Path:
     timings: dict[str, float] = {}
     methods = set(cfg.eval.methods)
 
+    if "rerank" in methods:
+        methods.add(cfg.eval.rerank_candidates)
+        if cfg.eval.rerank_candidates == "hybrid":
+            methods |= {"bm25", "dense"}
     if methods & {"bm25", "hybrid"}:
         t0 = time.perf_counter()
         bm25 = BM25(pids, ptexts)
@@ -80,22 +107,33 @@ def evaluate(cfg: RetrieverConfig) -> Path:
         timings["dense"] = time.perf_counter() - t0
     if "hybrid" in methods:
         runs["hybrid"] = fuse(runs["bm25"], runs["dense"], cfg, depth)
+    classification: dict[str, dict] = {}
+    if "rerank" in methods:
+        runs["rerank"], timings["rerank"], classification["rerank"] = _rerank(cfg, runs, queries, data)
 
     summary = {}
     for name in cfg.eval.methods:
         result = evaluate_run(runs[name], data.qrels, ks=ks)
         write_run(out / f"run_{name}.trec", runs[name], tag=f"ragtune-{name}")
+        extra = {"classification": classification[name]} if name in classification else {}
         write_metrics(
-            out / f"metrics_{name}.json", result.metrics, result.per_query, n_queries=result.n_queries
+            out / f"metrics_{name}.json", result.metrics, result.per_query, n_queries=result.n_queries, **extra
         )
         summary[name] = result.metrics
     columns = [c for c in TABLE_COLUMNS if any(c in s for s in summary.values())]
     table = markdown_table(summary, columns, label="method")
-    atomic_write_text(
-        out / "summary.json",
-        json.dumps({"metrics": summary, "seconds": timings, "hardware": info}, indent=2) + "\n",
-    )
+    record = {"metrics": summary, "seconds": timings, "hardware": info}
+    if classification:
+        record["classification"] = classification
+    atomic_write_text(out / "summary.json", json.dumps(record, indent=2) + "\n")
     header = f"Retrieval on {cfg.data.beir_dir} ({cfg.data.split}, {len(qids)} queries, {len(pids)} passages)"
-    atomic_write_text(out / "report.md", f"# {header}\n\n{table}\n")
-    print(f"\n{header}\n\n{table}\n\nwritten to {out}")
+    notes = ""
+    for name, c in classification.items():
+        notes += (
+            f"\n{name}: pair classification at threshold {c['threshold']:.4f} ({c['threshold_source']}): "
+            f"Accuracy {c['Accuracy']:.4f}, Precision {c['Precision']:.4f}, Recall {c['Recall']:.4f}, "
+            f"F1 {c['F1']:.4f} over {c['pairs']} pairs ({c['positives']} relevant)\n"
+        )
+    atomic_write_text(out / "report.md", f"# {header}\n\n{table}\n{notes}")
+    print(f"\n{header}\n\n{table}\n{notes}\nwritten to {out}")
     return out

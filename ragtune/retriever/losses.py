@@ -66,3 +66,58 @@ def info_nce_loss(
             back = back.masked_fill(mask[:, targets].T, float("-inf"))
         loss = (loss + F.cross_entropy(back, torch.arange(len(targets), device=back.device))) / 2
     return loss
+
+
+# ------------------------------------------------------------------------- group (ranking) losses
+#
+# A group is one query's candidates: column 0 its positive, columns 1.. its negatives. ``scores``
+# and ``teacher`` are ``[B, G]``; ``valid`` (bool ``[B, G]``, optional) marks real entries, so that
+# queries with fewer negatives can share a batch (padding columns are ignored).
+
+
+def _valid(scores: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    return torch.ones_like(scores, dtype=torch.bool) if valid is None else valid
+
+
+def pointwise_bce_loss(scores: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy on logits, label 1 for the positive and 0 for each negative, averaged
+    over the real entries (sentence-transformers' BinaryCrossEntropyLoss on one group)."""
+    v = _valid(scores, valid)
+    labels = torch.zeros_like(scores)
+    labels[:, 0] = 1.0
+    losses = F.binary_cross_entropy_with_logits(scores.float(), labels, reduction="none")
+    return losses[v].mean()
+
+
+def listwise_ce_loss(scores: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax cross-entropy of the positive against its group (FlagEmbedding's reranker loss;
+    InfoNCE over one query's candidates, temperature folded into the logits)."""
+    logits = scores.float().masked_fill(~_valid(scores, valid), float("-inf"))
+    return F.cross_entropy(logits, torch.zeros(len(scores), dtype=torch.long, device=scores.device))
+
+
+def margin_mse_loss(
+    scores: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Margin-MSE (Hofstätter et al. 2020): the student's margin ``s_pos - s_neg`` regresses on the
+    teacher's ``t_pos - t_neg``, averaged over every real negative of every group."""
+    v = _valid(scores, valid)[:, 1:]
+    student = scores.float()[:, :1] - scores.float()[:, 1:]
+    target = teacher.float()[:, :1] - teacher.float()[:, 1:]
+    return F.mse_loss(student[v], target[v])
+
+
+def listwise_kl_loss(
+    scores: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    teacher_temperature: float = 1.0,
+) -> torch.Tensor:
+    """KL(teacher || student) between the softmax distributions over each group (the listwise
+    distillation of RocketQAv2 and of sentence-transformers' DistillKLDivLoss), mean over groups.
+    The student's scores are logits as given; the teacher's are divided by ``teacher_temperature``."""
+    v = _valid(scores, valid)
+    log_student = F.log_softmax(scores.float().masked_fill(~v, float("-inf")), dim=-1)
+    log_teacher = F.log_softmax((teacher.float() / teacher_temperature).masked_fill(~v, float("-inf")), dim=-1)
+    terms = log_teacher.exp() * (log_teacher - log_student)
+    return terms.masked_fill(~v, 0.0).sum(-1).mean()

@@ -1,0 +1,237 @@
+"""Reranker benchmark on SciFact: a cross-encoder trained by ragtune and by the peer
+(sentence-transformers' CrossEncoderTrainer) on the same groups, reranking the top 100 of BM25, of
+the dense retriever and of their hybrid.
+
+    python benchmarks/rerank_scifact/run.py [--epochs 1] [--resume]
+
+Training data: SciFact's train qrels, 7 negatives per query mined by the zero-shot dense model
+(configs/retriever/scifact.yaml's miner); 10% of the training queries are held out for ragtune's
+validation (model choice and the pair-classification threshold) and left out of both trainers'
+data. Evaluation: the 300 SciFact test queries, trec_eval-identical metrics. The hybrid is the
+weighted BM25 + dense fusion whose weight is chosen on the train queries (as in
+benchmarks/retriever_scifact). Training runs are child processes (peak RSS from wait4); reranking
+runs here, in the precision ``auto`` resolves to (bf16 weights where bf16 is native, else fp32).
+Writes benchmarks/results/rerank_scifact.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import SHARED_DATASETS, child, write_result  # noqa: E402
+from benchmarks.retriever_scifact.run import choose_fusion, dense_run, weighted  # noqa: E402
+from ragtune.config import load_config  # noqa: E402
+from ragtune.data.io import load_beir, load_triplets, triplet_to_dict, write_jsonl  # noqa: E402
+from ragtune.eval.classification import classification_metrics  # noqa: E402
+from ragtune.eval.ir import evaluate_run  # noqa: E402
+from ragtune.reranker.config import RerankerConfig  # noqa: E402
+from ragtune.retriever.bm25 import BM25  # noqa: E402
+from ragtune.retriever.train import split_validation  # noqa: E402
+
+METRICS = ("nDCG@10", "Recall@10", "Recall@100", "MRR@10")
+SEED = 0
+TOP_N = 100
+
+
+def pick(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: round(metrics[k], 4) for k in METRICS}
+
+
+def top(run: dict[str, dict[str, float]], n: int) -> dict[str, list[str]]:
+    return {q: sorted(c, key=lambda d: -c[d])[:n] for q, c in run.items()}
+
+
+def score_union(model_dir: Path, runs: list[dict], queries, corpus, precision: str) -> tuple[dict, float, int]:
+    """Cross-encoder logits of every (query, passage) pair in the top ``TOP_N`` of any of ``runs``,
+    each pair scored once; returns (scores by (qid, pid), seconds, pairs)."""
+    from ragtune.reranker.model import load_cross_encoder, score_pairs
+
+    model = load_cross_encoder(str(model_dir), precision=precision)
+    keys = sorted({(q, p) for run in runs for q, ps in top(run, TOP_N).items() for p in ps})
+    texts = [(queries[q].text, corpus[p].full_text()) for q, p in keys]
+    start = time.perf_counter()
+    logits = score_pairs(model, texts, batch_size=64, precision=precision)
+    seconds = time.perf_counter() - start
+    return dict(zip(keys, (float(x) for x in logits), strict=True)), seconds, len(keys)
+
+
+def reranked(run: dict, scores: dict) -> dict:
+    """``run``'s top ``TOP_N`` ordered by the cross-encoder's cached logits."""
+    return {q: {p: scores[(q, p)] for p in ps} for q, ps in top(run, TOP_N).items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--resume", action="store_true", help="reuse finished training runs in work/")
+    ap.add_argument("--config", type=Path, default=ROOT / "configs/reranker/scifact.yaml")
+    args = ap.parse_args()
+    scifact = SHARED_DATASETS / "scifact"
+    work = HERE / "work"
+    work.mkdir(exist_ok=True)
+    cfg = load_config(args.config, [f"data.beir_dir={scifact}", f"train.epochs={args.epochs}"], RerankerConfig)
+    t = cfg.train
+    py = sys.executable
+    ragtune = [py, "-m", "ragtune.cli"]
+    variants: dict[str, dict] = {}
+
+    # 1. Negatives: the zero-shot dense miner, 7 per query.
+    triplets = work / "triplets.jsonl"
+    if not (args.resume and triplets.exists()):
+        wall, rss = child(
+            [
+                *ragtune,
+                *["retriever", "mine", "--config", str(ROOT / "configs/retriever/scifact.yaml")],
+                *[f"data.beir_dir={scifact}", f"mining.num_negatives={t.negatives}", f"mining.out={triplets}"],
+            ],
+            work / "mine.log",
+        )
+        print(f"mined in {wall:.0f}s", flush=True)
+    test = load_beir(scifact, "test")
+    train = load_beir(scifact, "train")
+    all_t = load_triplets(triplets, test.corpus, test.queries)
+    train_t, val_t = split_validation(all_t, cfg.data.val_fraction, cfg.seed)
+    peer_triplets = work / "train_triplets.jsonl"  # the peer trains on ragtune's training share
+    write_jsonl(peer_triplets, [triplet_to_dict(x) for x in train_t])
+
+    # 2. ragtune's reranker and the peer's, same groups, batch, lr, epochs, length.
+    runs_dir = {"ragtune": work / "ragtune", "peer": work / "peer"}
+    if not (args.resume and (runs_dir["ragtune"] / "train_summary.json").exists()):
+        wall, rss = child(
+            [
+                *ragtune,
+                *["reranker", "train", "--config", str(args.config)],
+                *[f"data.beir_dir={scifact}", f"data.triplets={triplets}", f"train.epochs={args.epochs}"],
+                f"output_dir={runs_dir['ragtune']}",
+            ],
+            work / "ragtune.log",
+        )
+        (work / "ragtune_child.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    summary = json.loads((runs_dir["ragtune"] / "train_summary.json").read_text())
+    measured = json.loads((work / "ragtune_child.json").read_text())
+    variants["train_ragtune"] = {
+        "pairs_per_s": round(summary["pairs_per_s"], 2),
+        "train_s": round(summary["step_seconds_this_process"], 1),
+        "wall_s": round(measured["wall_s"], 1),
+        "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+        "groups": summary["groups"],
+        "loss": summary["loss"],
+        "best_validation": summary["best"],
+        "precision": summary["hardware"]["precision"],
+        "recipe": f"ragtune reranker train ({args.config.name}): listwise CE, 1 positive + {t.negatives} "
+        f"negatives, batch {t.batch_size} (chunks of {t.mini_batch_size}), lr {t.lr}, {args.epochs} epoch(s), "
+        "no dropout, SDPA, validation at each epoch end",
+    }
+    if not (args.resume and (runs_dir["peer"] / "peer_stats.json").exists()):
+        wall, rss = child(
+            [
+                py,
+                str(HERE / "peer.py"),
+                *[str(peer_triplets), str(scifact), str(runs_dir["peer"])],
+                *["--negatives", str(t.negatives), "--epochs", str(args.epochs)],
+                *["--batch-size", str(t.batch_size), "--mini-batch-size", str(t.mini_batch_size)],
+                *["--max-length", str(cfg.model.max_length), "--lr", str(t.lr), "--seed", str(SEED)],
+            ],
+            work / "peer.log",
+        )
+        (work / "peer_child.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    stats = json.loads((runs_dir["peer"] / "peer_stats.json").read_text())
+    measured = json.loads((work / "peer_child.json").read_text())
+    variants["train_peer_sentence_transformers"] = {
+        "pairs_per_s": round(stats["pairs_per_s"], 2),
+        "train_s": round(stats["train_s"], 1),
+        "wall_s": round(measured["wall_s"], 1),
+        "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+        "groups": stats["groups"],
+        "train_loss": round(stats["train_loss"], 4),
+        "precision": stats["precision"],
+        "recipe": "CrossEncoderTrainer + ListNetLoss (one-hot labels = listwise CE), same groups, batch, "
+        "mini-batch, lr, epochs and length; bf16 where native",
+    }
+    print(json.dumps(variants, indent=1), flush=True)
+
+    # 3. Candidates: BM25, zero-shot dense, their weighted hybrid (weight chosen on train queries).
+    bm25 = BM25(list(test.corpus), [p.full_text() for p in test.corpus.values()])
+    queries = test.split_queries()
+    bm25_run = {q: dict(h) for q, h in zip(queries, bm25.search([x.text for x in queries.values()], 100), strict=True)}
+    train_queries = train.split_queries()
+    bm25_train = {
+        q: dict(h)
+        for q, h in zip(train_queries, bm25.search([x.text for x in train_queries.values()], 100), strict=True)
+    }
+    dense, _, dense_train = dense_run("sentence-transformers/all-MiniLM-L6-v2", test, "auto", train=train)
+    fusion, weight, _ = choose_fusion(bm25_train, dense_train, train.qrels)
+    hybrid = weighted(bm25_run, dense, weight) if weight is not None else None
+    if hybrid is None:  # RRF chosen
+        from benchmarks.retriever_scifact.run import rrf
+
+        hybrid = rrf(bm25_run, dense)
+    candidates = {"bm25": bm25_run, "dense": dense, "hybrid": hybrid}
+    for name, run in candidates.items():
+        variants[name] = {"metrics": pick(evaluate_run(run, test.qrels).metrics)}
+    variants["hybrid"]["fusion"] = fusion
+
+    # 4. Rerank the top 100 of each with ragtune's model (each pair scored once), and the hybrid's
+    # with the peer's model.
+    scores, seconds, n_pairs = score_union(runs_dir["ragtune"] / "model", list(candidates.values()), test.queries, test.corpus, "auto")
+    from ragtune.reranker.rerank import load_threshold
+
+    threshold, source = load_threshold(runs_dir["ragtune"] / "model")
+    for name, run in candidates.items():
+        rr = reranked(run, scores)
+        variants[f"rerank_{name}"] = {"metrics": pick(evaluate_run(rr, test.qrels).metrics), "model": "ragtune"}
+    rr = reranked(hybrid, scores)
+    labels = [int(test.qrels[q].get(p, 0) >= 1) for q, ps in top(rr, TOP_N).items() for p in ps]
+    probs = [1 / (1 + __import__("math").exp(-rr[q][p])) for q, ps in top(rr, TOP_N).items() for p in ps]
+    variants["rerank_hybrid"]["classification"] = {
+        k: round(v, 4) if isinstance(v, float) else v
+        for k, v in classification_metrics(labels, probs, threshold).items()
+    }
+    variants["rerank_hybrid"]["classification"]["threshold_chosen_on"] = source
+    variants["rerank_latency"] = {
+        "pairs": n_pairs,
+        "seconds": round(seconds, 1),
+        "pairs_per_s": round(n_pairs / seconds, 1),
+        "ms_per_query_100_candidates": round(1000 * seconds / n_pairs * TOP_N, 1),
+        "batch_size": 64,
+        "max_length": cfg.model.max_length,
+    }
+    peer_scores, peer_s, peer_pairs = score_union(runs_dir["peer"] / "model", [hybrid], test.queries, test.corpus, "auto")
+    variants["rerank_hybrid_peer_model"] = {
+        "metrics": pick(evaluate_run(reranked(hybrid, peer_scores), test.qrels).metrics),
+        "model": "peer (CrossEncoderTrainer)",
+        "pairs_per_s": round(peer_pairs / peer_s, 1),
+    }
+    rt, peer = variants["train_ragtune"], variants["train_peer_sentence_transformers"]
+    out = write_result(
+        "rerank_scifact",
+        f"python benchmarks/rerank_scifact/run.py --epochs {args.epochs}",
+        SEED,
+        variants,
+        extra={
+            "summary": {
+                "training_speedup_vs_peer": round(rt["pairs_per_s"] / peer["pairs_per_s"], 2),
+                "training_rss_ratio_vs_peer": round(rt["peak_rss_mb"] / peer["peak_rss_mb"], 2),
+                "reranked_hybrid_nDCG@10_ragtune_minus_peer": round(
+                    variants["rerank_hybrid"]["metrics"]["nDCG@10"]
+                    - variants["rerank_hybrid_peer_model"]["metrics"]["nDCG@10"],
+                    4,
+                ),
+                "targets": {"reranked_hybrid_nDCG@10": 0.77, "training_speedup": 2.0, "rss_ratio": 0.5},
+            }
+        },
+    )
+    print(json.dumps(json.loads(out.read_text())["summary"], indent=1))
+    print("written to", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Cross-encoder reranking: training, reranking runs, evaluation."""

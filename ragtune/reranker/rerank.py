@@ -1,0 +1,142 @@
+"""Reranking a retrieval run with the cross-encoder: ``rerank_run`` (in memory) and ``rerank`` (a TREC
+run file in, a TREC run file out).
+
+Per query, the ``top_n`` best candidates of the run are rescored by the cross-encoder and ordered by
+its logit; candidates below ``top_n`` keep their original order underneath them (their scores are
+set below the lowest reranked one), so a run stays complete to its original depth.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ragtune.data.io import DataError, atomic_write_text, load_corpus, load_queries, read_run, write_run
+from ragtune.data.schema import Passage, Query
+from ragtune.precision import hardware
+from ragtune.reranker.config import RerankerConfig
+
+log = logging.getLogger(__name__)
+
+THRESHOLD_FILE = "threshold.json"  # beside the model: the pair-classification threshold chosen on validation
+
+
+def rerank_run(
+    model: Any,
+    run: Mapping[str, Mapping[str, float]],
+    queries: Mapping[str, Query],
+    corpus: Mapping[str, Passage],
+    *,
+    top_n: int,
+    batch_size: int = 64,
+    precision: str = "auto",
+    show_progress: bool = True,
+    source: str = "run",
+) -> dict[str, dict[str, float]]:
+    """The run with each query's ``top_n`` candidates rescored by ``model`` (logits) and the rest
+    kept below them in their order. Every query and passage id must exist (``source`` names the
+    file in the error)."""
+    from ragtune.reranker.model import score_pairs
+
+    pairs: list[tuple[str, str]] = []
+    spans: list[tuple[str, list[str], list[str]]] = []
+    for qid, cands in run.items():
+        if qid not in queries:
+            raise DataError(Path(source), None, "query_id", f"query {qid!r} is not in the queries file")
+        ranked = sorted(cands, key=lambda d: -cands[d])
+        head, tail = ranked[:top_n], ranked[top_n:]
+        for pid in head:
+            if pid not in corpus:
+                raise DataError(Path(source), None, "doc_id", f"passage {pid!r} (query {qid!r}) is not in the corpus")
+            pairs.append((queries[qid].text, corpus[pid].full_text()))
+        spans.append((qid, head, tail))
+    scores = score_pairs(model, pairs, batch_size=batch_size, precision=precision, show_progress=show_progress)
+    out: dict[str, dict[str, float]] = {}
+    k = 0
+    for qid, head, tail in spans:
+        s = scores[k : k + len(head)]
+        k += len(head)
+        ranked = {pid: float(v) for pid, v in zip(head, s, strict=True)}
+        floor = min(ranked.values(), default=0.0)
+        for i, pid in enumerate(tail):  # below every reranked candidate, original order kept
+            ranked[pid] = floor - 1.0 - i
+        out[qid] = ranked
+    return out
+
+
+def load_threshold(model_dir: str | Path) -> tuple[float, str]:
+    """The pair-classification threshold saved beside a trained reranker (chosen on its validation
+    queries), or 0.5 (``"default"``) when the folder has none."""
+    path = Path(model_dir) / THRESHOLD_FILE
+    if not path.exists():
+        return 0.5, "default"
+    info = json.loads(path.read_text())
+    return float(info["threshold"]), str(info.get("chosen_on", path))
+
+
+def pair_labels(
+    run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]], top_n: int
+) -> tuple[list[int], list[float]]:
+    """Labels (qrels grade >= 1) and probabilities (sigmoid of the logit) of each judged query's
+    ``top_n`` reranked pairs, for :func:`ragtune.eval.classification.classification_metrics`."""
+    labels, probs = [], []
+    for qid, cands in run.items():
+        if qid not in qrels:
+            continue
+        for pid in sorted(cands, key=lambda d: -cands[d])[:top_n]:
+            labels.append(int(qrels[qid].get(pid, 0) >= 1))
+            probs.append(1.0 / (1.0 + math.exp(-cands[pid])))
+    return labels, probs
+
+
+def rerank(cfg: RerankerConfig, run_path: Path, out_path: Path, model_name: str | None = None) -> Path:
+    """Rerank the TREC run at ``run_path`` (queries and passages from ``cfg.data.beir_dir``) with the
+    cross-encoder ``model_name`` (default: ``cfg.output_dir/model`` when it exists, else
+    ``cfg.model.name``); write the reranked run to ``out_path`` atomically and a
+    ``<out>.json`` with the settings, timing and hardware. Returns ``out_path``."""
+    from ragtune.reranker.model import load_cross_encoder
+
+    if model_name is None:
+        trained = Path(cfg.output_dir) / "model"
+        model_name = str(trained) if trained.exists() else cfg.model.name
+    run = read_run(run_path)
+    folder = Path(cfg.data.beir_dir)
+    corpus, queries = load_corpus(folder / "corpus.jsonl"), load_queries(folder / "queries.jsonl")
+    model = load_cross_encoder(
+        model_name,
+        max_length=cfg.model.max_length,
+        precision=cfg.precision,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    start = time.perf_counter()
+    reranked = rerank_run(
+        model,
+        run,
+        queries,
+        corpus,
+        top_n=cfg.rerank.top_n,
+        batch_size=cfg.rerank.batch_size,
+        precision=cfg.precision,
+        source=str(run_path),
+    )
+    seconds = time.perf_counter() - start
+    write_run(out_path, reranked, tag="ragtune-rerank")
+    n_pairs = sum(min(len(c), cfg.rerank.top_n) for c in run.values())
+    info = {
+        "run": str(run_path),
+        "model": model_name,
+        "queries": len(run),
+        "pairs": n_pairs,
+        "top_n": cfg.rerank.top_n,
+        "seconds": round(seconds, 3),
+        "ms_per_query": round(1000 * seconds / max(1, len(run)), 2),
+        "hardware": hardware(cfg.precision),
+    }
+    atomic_write_text(Path(str(out_path) + ".json"), json.dumps(info, indent=2) + "\n")
+    log.info("reranked %d queries (%d pairs) in %.1fs -> %s", len(run), n_pairs, seconds, out_path)
+    return out_path
