@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(rt.add_parser("mine", help="mine hard negatives (BM25 or dense) into a triplets file"))
     _config_args(
         rt.add_parser(
+            "score-triplets",
+            help="a cross-encoder teacher scores a triplets file (for margin_mse / kl), denoising negatives",
+        )
+    )
+    _config_args(
+        rt.add_parser(
             "pretrain", help="unsupervised Contriever-style pre-training on the corpus (cropping pairs)"
         )
     )
@@ -263,6 +269,10 @@ def _retriever(args: argparse.Namespace) -> int:
         from ragtune.retriever.mining import mine
 
         print(f"triplets written to {mine(cfg)}")
+    elif args.cmd == "score-triplets":
+        from ragtune.retriever.distill import score_triplets
+
+        print(f"scored triplets written to {score_triplets(cfg)}")
     elif args.cmd == "pretrain":
         from ragtune.retriever.pretrain import pretrain
 

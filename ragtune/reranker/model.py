@@ -9,13 +9,16 @@ trained folder reloads with ``sentence_transformers.CrossEncoder(path)``, withou
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from sentence_transformers import CrossEncoder
 
+from ragtune.errors import UserError
 from ragtune.models import resolve_model
 from ragtune.precision import autocast, inference_dtype
 
@@ -31,14 +34,19 @@ def load_cross_encoder(
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
     dropout: float | None = None,
+    trained: bool = False,
 ) -> CrossEncoder:
     """A one-logit CrossEncoder from ``name`` (resolved offline for the packaged default), weights
     from safetensors only; ``max_length`` tokens per pair (None: the folder's own setting).
 
     For inference, ``precision`` resolving to bf16 casts the weights to bfloat16 (as the bi-encoder
     does for encoding); for training leave it ``fp32`` and run the forward under autocast.
-    ``dropout`` (when not None) sets every dropout module's probability.
+    ``dropout`` (when not None) sets every dropout module's probability. ``trained``: refuse a
+    local folder that holds no sequence-classification head (a plain encoder would get a fresh,
+    random head: meaningless scores for reranking or as a teacher).
     """
+    if trained:
+        _check_trained(name)
     kwargs = {"use_safetensors": True}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
@@ -68,6 +76,19 @@ def load_cross_encoder(
     if dtype != torch.float32:
         model.to(dtype)
     return model
+
+
+def _check_trained(name: str) -> None:
+    folder = Path(resolve_model(name))
+    config = folder / "config.json"
+    if not config.exists():
+        return  # a hub name: whatever it is, it is what the user asked for
+    architectures = json.loads(config.read_text()).get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise UserError(
+            f"{name} is not a trained cross-encoder (its config.json names {architectures or 'no'} "
+            "architecture, no sequence-classification head): train one with `ragtune reranker train`"
+        )
 
 
 def pair_logits_with_graph(model: CrossEncoder, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:

@@ -107,8 +107,21 @@ class TrainConfig:
     patience: int = setting(0, help="stop after N validations without a better nDCG@10 (0: never)")
     save_every: int = setting(20, help="write a resumable checkpoint every N steps (0: only at the end)")
     compile: bool = setting(False, help="torch.compile the encoder")
+    loss: Literal["info_nce", "margin_mse", "kl"] = setting(
+        "info_nce",
+        help="info_nce: hard labels (in-batch + hard negatives); margin_mse / kl: distil the teacher "
+        "scores of the triplets file (`retriever score-triplets`), plus in_batch_weight x InfoNCE",
+    )
+    in_batch_weight: float = setting(
+        1.0, help="weight of the InfoNCE term beside a distillation loss (0: distillation only)"
+    )
+    teacher_temperature: float = setting(
+        1.0, help="loss=kl: the teacher's scores are divided by this before the softmax"
+    )
 
     def __post_init__(self) -> None:
+        if self.in_batch_weight < 0 or self.teacher_temperature <= 0:
+            raise ValueError("train.in_batch_weight must be >= 0 and train.teacher_temperature > 0")
         for name in ("epochs", "batch_size", "mini_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1")
@@ -152,6 +165,28 @@ class MiningConfig:
             raise ValueError("mining.num_negatives must be >= 1")
         if self.fn_ratio is not None and not 0.0 < self.fn_ratio <= 1.0:
             raise ValueError("mining.fn_ratio must be in (0, 1] or null")
+
+
+@dataclass
+class DistillConfig:
+    """Teacher scores for distillation (`retriever score-triplets`): a cross-encoder scores each
+    triplet's positives and negatives of ``data.triplets``; with ``denoise`` (RocketQA, Qu et al.
+    2021) a negative the teacher scores above the query's lowest-scored positive is dropped as a
+    likely unlabelled positive."""
+
+    teacher: str | None = setting(
+        None, help="CrossEncoder folder or name that scores the triplets (`ragtune reranker train` writes one)"
+    )
+    out: Path = setting(
+        Path("runs/distill/triplets.jsonl"), help="triplets JSONL with teacher scores that score-triplets writes"
+    )
+    denoise: bool = setting(True, help="drop negatives the teacher scores above the positive")
+    batch_size: int = setting(64, help="(query, passage) pairs per teacher forward pass")
+    max_length: int | None = setting(None, help="tokens per pair (null: the teacher's own setting)")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("distill.batch_size must be >= 1")
 
 
 @dataclass
@@ -233,7 +268,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if "rerank" in self.methods and not self.reranker:
             raise ValueError("eval.methods has rerank: set eval.reranker to a CrossEncoder folder or name")
-        if not 1 <= self.rerank_top_n <= self.depth:
+        if "rerank" in self.methods and not 1 <= self.rerank_top_n <= self.depth:
             raise ValueError(f"eval.rerank_top_n must be in [1, eval.depth={self.depth}], got {self.rerank_top_n}")
         if not self.methods:
             raise ValueError("eval.methods must name at least one method")
@@ -281,6 +316,9 @@ class RetrieverConfig:
     mining: MiningConfig = setting(factory=MiningConfig, help="hard-negative mining for `retriever mine`")
     pretrain: PretrainConfig = setting(
         factory=PretrainConfig, help="Contriever-style cropping pairs for `retriever pretrain`"
+    )
+    distill: DistillConfig = setting(
+        factory=DistillConfig, help="the teacher that `retriever score-triplets` runs, and denoising"
     )
     index: IndexConfig = setting(factory=IndexConfig, help="the FAISS index of `index build`")
     eval: EvalConfig = setting(factory=EvalConfig, help="what `retriever eval` scores, and how deep")

@@ -43,7 +43,9 @@ def _rerank(cfg: RetrieverConfig, runs: dict, queries: dict, data) -> tuple[dict
 
     e = cfg.eval
     t0 = time.perf_counter()
-    model = load_cross_encoder(e.reranker, precision=cfg.precision, trust_remote_code=cfg.model.trust_remote_code)
+    model = load_cross_encoder(
+        e.reranker, precision=cfg.precision, trust_remote_code=cfg.model.trust_remote_code, trained=True
+    )
     run = rerank_run(
         model, runs[e.rerank_candidates], queries, data.corpus, top_n=e.rerank_top_n, precision=cfg.precision
     )

@@ -18,7 +18,7 @@ def encode_with_graph(model: SentenceTransformer, texts: list[str], max_length: 
     """Embeddings ``[len(texts), dim]`` with a graph (the caller decides grad / autocast); an empty
     list gives a ``[0, dim]`` leaf that requires grad (a process whose shard of a batch is empty)."""
     if not texts:
-        dim = model.get_sentence_embedding_dimension()
+        dim = model.get_embedding_dimension()
         return torch.zeros(0, dim, device=model.device, requires_grad=torch.is_grad_enabled())
     model.max_seq_length = max_length
     features = model.preprocess(texts)

@@ -34,17 +34,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 
 from ragtune import distributed as dist
-from ragtune.data.io import load_beir, load_triplets
+from ragtune.data.io import DataError, load_beir, load_triplets
 from ragtune.data.schema import Passage, Query, Triplet
 from ragtune.errors import UserError
 from ragtune.eval.ir import evaluate_run
 from ragtune.models import resolve_model
 from ragtune.precision import autocast
 from ragtune.retriever.config import RetrieverConfig
-from ragtune.retriever.losses import false_negative_mask, info_nce_loss
+from ragtune.retriever.losses import false_negative_mask, info_nce_loss, listwise_kl_loss, margin_mse_loss
 from ragtune.retriever.model import encode_with_graph
 from ragtune.training import Plan, Run, adamw, epoch_batches
 
@@ -60,24 +61,81 @@ class Example:
     positive: Passage
     negatives: tuple[Passage, ...]
     positive_ids: frozenset[str]
+    teacher: tuple[float, ...] | None = None  # teacher scores of (positive, *negatives), for distillation
 
 
 # ------------------------------------------------------------------------------------------ data
 
 
-def build_examples(triplets: Sequence[Triplet], hard_negatives: int) -> list[Example]:
-    """One example per (query, positive) pair, with up to ``hard_negatives`` negatives each."""
+def build_examples(
+    triplets: Sequence[Triplet], hard_negatives: int, need_teacher: bool = False, source: str = "triplets"
+) -> list[Example]:
+    """One example per (query, positive) pair, with up to ``hard_negatives`` negatives each; with
+    ``need_teacher``, the teacher score of each of its passages (a named error when one is missing)."""
     positives: dict[str, set[str]] = {}
     for t in triplets:
         positives.setdefault(t.query.id, set()).update(p.id for p in t.positives)
     out = []
-    for t in triplets:
+    for n, t in enumerate(triplets, start=1):
         negs = tuple(n.passage for n in t.negatives if n.passage.id not in positives[t.query.id])[
             :hard_negatives
         ]
         for p in t.positives:
-            out.append(Example(t.query, p, negs, frozenset(positives[t.query.id])))
+            teacher = None
+            if need_teacher:
+                scores = t.teacher or {}
+                missing = [x.id for x in (p, *negs) if x.id not in scores]
+                if missing:
+                    raise DataError(
+                        Path(source),
+                        n,
+                        "teacher",
+                        f"a distillation loss needs a teacher score for every passage; {missing[0]!r} "
+                        "has none (run `ragtune retriever score-triplets`)",
+                    )
+                teacher = tuple(scores[x.id] for x in (p, *negs))
+            out.append(Example(t.query, p, negs, frozenset(positives[t.query.id]), teacher))
     return out
+
+
+def batch_loss(
+    cfg: RetrieverConfig,
+    q: torch.Tensor,
+    p: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    batch: Sequence[Example],
+) -> torch.Tensor:
+    """The configured loss of one batch from its embeddings: ``q`` ``[B, d]``, ``p`` ``[N, d]`` (the
+    B positives, then each example's negatives in order).
+
+    ``info_nce``: InfoNCE over in-batch and hard negatives. ``margin_mse`` / ``kl``: each example's
+    own group (its positive and hard negatives) scored ``cos / temperature`` and taught the
+    teacher's scores (Margin-MSE, Hofstätter et al. 2020; listwise KL), plus ``in_batch_weight`` x
+    InfoNCE."""
+    t = cfg.train
+    nce = info_nce_loss(q, p, targets, t.temperature, mask, t.symmetric)
+    if t.loss == "info_nce":
+        return nce
+    width = 1 + max(len(e.negatives) for e in batch)
+    index = torch.zeros(len(batch), width, dtype=torch.long, device=q.device)
+    valid = torch.zeros(len(batch), width, dtype=torch.bool, device=q.device)
+    teacher = torch.zeros(len(batch), width, dtype=torch.float32, device=q.device)
+    offset = len(batch)
+    for i, e in enumerate(batch):
+        cols = [i, *range(offset, offset + len(e.negatives))]
+        offset += len(e.negatives)
+        index[i, : len(cols)] = torch.tensor(cols)
+        valid[i, : len(cols)] = True
+        teacher[i, : len(cols)] = torch.tensor(e.teacher, dtype=torch.float32)
+    qn = F.normalize(q.float(), dim=-1)
+    pn = F.normalize(p.float(), dim=-1)
+    scores = (qn.unsqueeze(1) * pn[index]).sum(-1) / t.temperature
+    if t.loss == "margin_mse":
+        distill = margin_mse_loss(scores, teacher, valid)
+    else:
+        distill = listwise_kl_loss(scores, teacher, valid, t.teacher_temperature)
+    return distill + t.in_batch_weight * nce if t.in_batch_weight else distill
 
 
 def _training_triplets(cfg: RetrieverConfig) -> tuple[list[Triplet], dict[str, Passage]]:
@@ -162,7 +220,7 @@ def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[
     if not t.cached:
         with autocast(cfg.precision, dev.type):
             q, p = (dist.gather_rows(encode_with_graph(model, x, n), total) for x, n, total in chunks)
-        loss = info_nce_loss(q, p, targets, t.temperature, mask, t.symmetric)
+        loss = batch_loss(cfg, q, p, targets, mask, batch)
         # Every process computed the same global loss, and the gather's backward sums what all of
         # them send to each shard's rows: divide by the number of processes.
         (loss / dist.world_size()).backward()
@@ -172,13 +230,13 @@ def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[
     reps, states = [], []
     with torch.no_grad(), autocast(cfg.precision, dev.type):
         for texts, length, total in chunks:
-            parts = [torch.zeros(0, model.get_sentence_embedding_dimension(), device=dev)]
+            parts = [torch.zeros(0, model.get_embedding_dimension(), device=dev)]
             for s in range(0, len(texts), t.mini_batch_size):
                 states.append(torch.get_rng_state())
                 parts.append(encode_with_graph(model, texts[s : s + t.mini_batch_size], length).float())
             reps.append(dist.gather_rows(torch.cat(parts), total))
     q, p = (r.detach().requires_grad_() for r in reps)
-    loss = info_nce_loss(q, p, targets, t.temperature, mask, t.symmetric)
+    loss = batch_loss(cfg, q, p, targets, mask, batch)
     loss.backward()
     grads = [q.grad, p.grad]
     k = 0
@@ -270,7 +328,7 @@ def train(cfg: RetrieverConfig) -> Path:
     t = cfg.train
     triplets, corpus = _training_triplets(cfg)
     train_t, val_t = split_validation(triplets, cfg.data.val_fraction, cfg.seed)
-    examples = build_examples(train_t, t.hard_negatives)
+    examples = build_examples(train_t, t.hard_negatives, t.loss != "info_nce", str(cfg.data.triplets))
     if not examples:
         raise UserError("no training examples: the triplets or qrels name no positive passage")
     validator = Validator(cfg, val_t, corpus) if val_t else None
