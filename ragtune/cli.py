@@ -97,12 +97,18 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
     rr = sub.add_parser("reranker", help="cross-encoder reranker").add_subparsers(dest="cmd", required=True)
-    _config_args(rr.add_parser("train", help="train the cross-encoder on a triplets file (bce, listwise, margin_mse)"))
+    _config_args(
+        rr.add_parser("train", help="train the cross-encoder on a triplets file (bce, listwise, margin_mse)")
+    )
     rk = rr.add_parser("rerank", help="rescore the top-n of a TREC run with the cross-encoder")
-    rk.add_argument("--run", type=Path, required=True, help="TREC run to rerank (queries and passages from data.beir_dir)")
+    rk.add_argument(
+        "--run", type=Path, required=True, help="TREC run to rerank (queries and passages from data.beir_dir)"
+    )
     rk.add_argument("--out", type=Path, required=True, help="reranked TREC run to write")
     rk.add_argument(
-        "--model", default=None, help="CrossEncoder folder or name (default: output_dir/model, else model.name)"
+        "--model",
+        default=None,
+        help="CrossEncoder folder or name (default: output_dir/model, else model.name)",
     )
     _config_args(rk)
     ge = sub.add_parser("generator", help="grounded generator").add_subparsers(dest="cmd", required=True)

@@ -17,7 +17,11 @@ import time
 from pathlib import Path
 
 from datasets import Dataset
-from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+from sentence_transformers.cross_encoder import (
+    CrossEncoder,
+    CrossEncoderTrainer,
+    CrossEncoderTrainingArguments,
+)
 from sentence_transformers.cross_encoder.losses import ListNetLoss
 
 from ragtune.data.io import load_corpus, load_queries, load_triplets

@@ -49,7 +49,9 @@ def top(run: dict[str, dict[str, float]], n: int) -> dict[str, list[str]]:
     return {q: sorted(c, key=lambda d: -c[d])[:n] for q, c in run.items()}
 
 
-def score_union(model_dir: Path, runs: list[dict], queries, corpus, precision: str) -> tuple[dict, float, int]:
+def score_union(
+    model_dir: Path, runs: list[dict], queries, corpus, precision: str
+) -> tuple[dict, float, int]:
     """Cross-encoder logits of every (query, passage) pair in the top ``TOP_N`` of any of ``runs``,
     each pair scored once; returns (scores by (qid, pid), seconds, pairs)."""
     from ragtune.reranker.model import load_cross_encoder, score_pairs
@@ -77,7 +79,9 @@ def main() -> None:
     scifact = SHARED_DATASETS / "scifact"
     work = HERE / "work"
     work.mkdir(exist_ok=True)
-    cfg = load_config(args.config, [f"data.beir_dir={scifact}", f"train.epochs={args.epochs}"], RerankerConfig)
+    cfg = load_config(
+        args.config, [f"data.beir_dir={scifact}", f"train.epochs={args.epochs}"], RerankerConfig
+    )
     t = cfg.train
     py = sys.executable
     ragtune = [py, "-m", "ragtune.cli"]
@@ -90,7 +94,11 @@ def main() -> None:
             [
                 *ragtune,
                 *["retriever", "mine", "--config", str(ROOT / "configs/retriever/scifact.yaml")],
-                *[f"data.beir_dir={scifact}", f"mining.num_negatives={t.negatives}", f"mining.out={triplets}"],
+                *[
+                    f"data.beir_dir={scifact}",
+                    f"mining.num_negatives={t.negatives}",
+                    f"mining.out={triplets}",
+                ],
             ],
             work / "mine.log",
         )
@@ -98,7 +106,7 @@ def main() -> None:
     test = load_beir(scifact, "test")
     train = load_beir(scifact, "train")
     all_t = load_triplets(triplets, test.corpus, test.queries)
-    train_t, val_t = split_validation(all_t, cfg.data.val_fraction, cfg.seed)
+    train_t, _ = split_validation(all_t, cfg.data.val_fraction, cfg.seed)
     peer_triplets = work / "train_triplets.jsonl"  # the peer trains on ragtune's training share
     write_jsonl(peer_triplets, [triplet_to_dict(x) for x in train_t])
 
@@ -161,11 +169,15 @@ def main() -> None:
     # 3. Candidates: BM25, zero-shot dense, their weighted hybrid (weight chosen on train queries).
     bm25 = BM25(list(test.corpus), [p.full_text() for p in test.corpus.values()])
     queries = test.split_queries()
-    bm25_run = {q: dict(h) for q, h in zip(queries, bm25.search([x.text for x in queries.values()], 100), strict=True)}
+    bm25_run = {
+        q: dict(h) for q, h in zip(queries, bm25.search([x.text for x in queries.values()], 100), strict=True)
+    }
     train_queries = train.split_queries()
     bm25_train = {
         q: dict(h)
-        for q, h in zip(train_queries, bm25.search([x.text for x in train_queries.values()], 100), strict=True)
+        for q, h in zip(
+            train_queries, bm25.search([x.text for x in train_queries.values()], 100), strict=True
+        )
     }
     dense, _, dense_train = dense_run("sentence-transformers/all-MiniLM-L6-v2", test, "auto", train=train)
     fusion, weight, _ = choose_fusion(bm25_train, dense_train, train.qrels)
@@ -181,13 +193,18 @@ def main() -> None:
 
     # 4. Rerank the top 100 of each with ragtune's model (each pair scored once), and the hybrid's
     # with the peer's model.
-    scores, seconds, n_pairs = score_union(runs_dir["ragtune"] / "model", list(candidates.values()), test.queries, test.corpus, "auto")
+    scores, seconds, n_pairs = score_union(
+        runs_dir["ragtune"] / "model", list(candidates.values()), test.queries, test.corpus, "auto"
+    )
     from ragtune.reranker.rerank import load_threshold
 
     threshold, source = load_threshold(runs_dir["ragtune"] / "model")
     for name, run in candidates.items():
         rr = reranked(run, scores)
-        variants[f"rerank_{name}"] = {"metrics": pick(evaluate_run(rr, test.qrels).metrics), "model": "ragtune"}
+        variants[f"rerank_{name}"] = {
+            "metrics": pick(evaluate_run(rr, test.qrels).metrics),
+            "model": "ragtune",
+        }
     rr = reranked(hybrid, scores)
     labels = [int(test.qrels[q].get(p, 0) >= 1) for q, ps in top(rr, TOP_N).items() for p in ps]
     probs = [1 / (1 + __import__("math").exp(-rr[q][p])) for q, ps in top(rr, TOP_N).items() for p in ps]
@@ -204,7 +221,9 @@ def main() -> None:
         "batch_size": 64,
         "max_length": cfg.model.max_length,
     }
-    peer_scores, peer_s, peer_pairs = score_union(runs_dir["peer"] / "model", [hybrid], test.queries, test.corpus, "auto")
+    peer_scores, peer_s, peer_pairs = score_union(
+        runs_dir["peer"] / "model", [hybrid], test.queries, test.corpus, "auto"
+    )
     variants["rerank_hybrid_peer_model"] = {
         "metrics": pick(evaluate_run(reranked(hybrid, peer_scores), test.qrels).metrics),
         "model": "peer (CrossEncoderTrainer)",

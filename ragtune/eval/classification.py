@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def classification_metrics(labels: Sequence[int | bool], scores: Sequence[float], threshold: float) -> dict[str, float]:
+def classification_metrics(
+    labels: Sequence[int | bool], scores: Sequence[float], threshold: float
+) -> dict[str, float]:
     """``Accuracy``, ``Precision``, ``Recall``, ``F1`` of predicting ``score >= threshold`` against
     ``labels`` (1 = relevant); 0 where a ratio has an empty denominator. Also the counts."""
     if len(labels) != len(scores):

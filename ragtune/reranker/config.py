@@ -24,9 +24,7 @@ class ModelConfig:
         DEFAULT_RETRIEVER,
         help="encoder or CrossEncoder name or local path (the default, the packaged MiniLM, loads offline)",
     )
-    max_length: int = setting(
-        320, help="tokens of a (query, passage) pair; the passage is truncated first"
-    )
+    max_length: int = setting(320, help="tokens of a (query, passage) pair; the passage is truncated first")
     trust_remote_code: bool = setting(
         False, help="run Python shipped with a model folder or hub repo: only if you trust it"
     )

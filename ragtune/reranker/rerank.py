@@ -52,10 +52,14 @@ def rerank_run(
         head, tail = ranked[:top_n], ranked[top_n:]
         for pid in head:
             if pid not in corpus:
-                raise DataError(Path(source), None, "doc_id", f"passage {pid!r} (query {qid!r}) is not in the corpus")
+                raise DataError(
+                    Path(source), None, "doc_id", f"passage {pid!r} (query {qid!r}) is not in the corpus"
+                )
             pairs.append((queries[qid].text, corpus[pid].full_text()))
         spans.append((qid, head, tail))
-    scores = score_pairs(model, pairs, batch_size=batch_size, precision=precision, show_progress=show_progress)
+    scores = score_pairs(
+        model, pairs, batch_size=batch_size, precision=precision, show_progress=show_progress
+    )
     out: dict[str, dict[str, float]] = {}
     k = 0
     for qid, head, tail in spans:
@@ -107,11 +111,8 @@ def rerank(cfg: RerankerConfig, run_path: Path, out_path: Path, model_name: str 
     run = read_run(run_path)
     folder = Path(cfg.data.beir_dir)
     corpus, queries = load_corpus(folder / "corpus.jsonl"), load_queries(folder / "queries.jsonl")
-    model = load_cross_encoder(
-        model_name,
-        max_length=cfg.model.max_length,
-        precision=cfg.precision,
-        trust_remote_code=cfg.model.trust_remote_code,
+    model = load_cross_encoder(  # at the pair length the model was trained with (saved in its folder)
+        model_name, precision=cfg.precision, trust_remote_code=cfg.model.trust_remote_code, trained=True
     )
     start = time.perf_counter()
     reranked = rerank_run(

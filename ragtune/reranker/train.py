@@ -110,14 +110,18 @@ def group_loss(cfg: RerankerConfig, logits: torch.Tensor, groups: Sequence[Group
         k += len(g.passages)
     loss = cfg.train.loss
     if loss == "bce":
-        per = torch.stack([pointwise_bce_loss(scores[i : i + 1], valid[i : i + 1]) for i in range(len(groups))])
+        per = torch.stack(
+            [pointwise_bce_loss(scores[i : i + 1], valid[i : i + 1]) for i in range(len(groups))]
+        )
         return per.sum()
     if loss == "listwise":
         return listwise_ce_loss(scores, valid) * len(groups)
     teacher = torch.zeros_like(scores)
     for i, g in enumerate(groups):
         teacher[i, : len(g.passages)] = torch.tensor(g.teacher, dtype=torch.float32)
-    per = torch.stack([margin_mse_loss(scores[i : i + 1], teacher[i : i + 1], valid[i : i + 1]) for i in range(len(groups))])
+    per = torch.stack(
+        [margin_mse_loss(scores[i : i + 1], teacher[i : i + 1], valid[i : i + 1]) for i in range(len(groups))]
+    )
     return per.sum()
 
 
@@ -143,7 +147,13 @@ class Validator:
         was_training = model.training
         model.eval()
         texts = [(self.queries[q].text, self.candidates[q][p].full_text()) for q, p in self.pairs]
-        out = score_pairs(model, texts, batch_size=self.cfg.rerank.batch_size, precision=self.cfg.precision, show_progress=False)
+        out = score_pairs(
+            model,
+            texts,
+            batch_size=self.cfg.rerank.batch_size,
+            precision=self.cfg.precision,
+            show_progress=False,
+        )
         model.train(was_training)
         return [float(x) for x in out]
 
@@ -158,7 +168,11 @@ class Validator:
         probs = [1.0 / (1.0 + math.exp(-s)) for s in self.scores(model)]
         labels = [int(self.qrels[q].get(p, 0) >= 1) for q, p in self.pairs]
         threshold = best_f1_threshold(labels, probs)
-        return {"threshold": threshold, "chosen_on": "F1 of the validation pairs", "val": classification_metrics(labels, probs, threshold)}
+        return {
+            "threshold": threshold,
+            "chosen_on": "F1 of the validation pairs",
+            "val": classification_metrics(labels, probs, threshold),
+        }
 
 
 class RerankTask:
@@ -245,7 +259,9 @@ def train(cfg: RerankerConfig) -> Path:
         if validator is None:
             info: dict[str, Any] = {"threshold": 0.5, "chosen_on": "default (no validation queries)"}
         else:
-            final_model = load_cross_encoder(str(final), max_length=cfg.model.max_length, precision=cfg.precision)
+            final_model = load_cross_encoder(
+                str(final), max_length=cfg.model.max_length, precision=cfg.precision
+            )
             info = validator.classification(final_model)
         atomic_write_text(final / THRESHOLD_FILE, json.dumps(info, indent=2) + "\n")
 

@@ -175,10 +175,12 @@ class DistillConfig:
     likely unlabelled positive."""
 
     teacher: str | None = setting(
-        None, help="CrossEncoder folder or name that scores the triplets (`ragtune reranker train` writes one)"
+        None,
+        help="CrossEncoder folder or name that scores the triplets (`ragtune reranker train` writes one)",
     )
     out: Path = setting(
-        Path("runs/distill/triplets.jsonl"), help="triplets JSONL with teacher scores that score-triplets writes"
+        Path("runs/distill/triplets.jsonl"),
+        help="triplets JSONL with teacher scores that score-triplets writes",
     )
     denoise: bool = setting(True, help="drop negatives the teacher scores above the positive")
     batch_size: int = setting(64, help="(query, passage) pairs per teacher forward pass")
@@ -269,7 +271,9 @@ class EvalConfig:
         if "rerank" in self.methods and not self.reranker:
             raise ValueError("eval.methods has rerank: set eval.reranker to a CrossEncoder folder or name")
         if "rerank" in self.methods and not 1 <= self.rerank_top_n <= self.depth:
-            raise ValueError(f"eval.rerank_top_n must be in [1, eval.depth={self.depth}], got {self.rerank_top_n}")
+            raise ValueError(
+                f"eval.rerank_top_n must be in [1, eval.depth={self.depth}], got {self.rerank_top_n}"
+            )
         if not self.methods:
             raise ValueError("eval.methods must name at least one method")
         if any(k < 1 for k in self.ks) or not self.ks:

@@ -19,7 +19,14 @@ import time
 from pathlib import Path
 
 from ragtune.config import save_config, to_dict
-from ragtune.data.io import atomic_write_text, load_corpus, load_queries, load_triplets, triplet_to_dict, write_jsonl
+from ragtune.data.io import (
+    atomic_write_text,
+    load_corpus,
+    load_queries,
+    load_triplets,
+    triplet_to_dict,
+    write_jsonl,
+)
 from ragtune.data.schema import Triplet
 from ragtune.errors import UserError
 from ragtune.precision import hardware

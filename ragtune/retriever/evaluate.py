@@ -119,7 +119,11 @@ def evaluate(cfg: RetrieverConfig) -> Path:
         write_run(out / f"run_{name}.trec", runs[name], tag=f"ragtune-{name}")
         extra = {"classification": classification[name]} if name in classification else {}
         write_metrics(
-            out / f"metrics_{name}.json", result.metrics, result.per_query, n_queries=result.n_queries, **extra
+            out / f"metrics_{name}.json",
+            result.metrics,
+            result.per_query,
+            n_queries=result.n_queries,
+            **extra,
         )
         summary[name] = result.metrics
     columns = [c for c in TABLE_COLUMNS if any(c in s for s in summary.values())]

@@ -118,6 +118,8 @@ def listwise_kl_loss(
     The student's scores are logits as given; the teacher's are divided by ``teacher_temperature``."""
     v = _valid(scores, valid)
     log_student = F.log_softmax(scores.float().masked_fill(~v, float("-inf")), dim=-1)
-    log_teacher = F.log_softmax((teacher.float() / teacher_temperature).masked_fill(~v, float("-inf")), dim=-1)
+    log_teacher = F.log_softmax(
+        (teacher.float() / teacher_temperature).masked_fill(~v, float("-inf")), dim=-1
+    )
     terms = log_teacher.exp() * (log_teacher - log_student)
     return terms.masked_fill(~v, 0.0).sum(-1).mean()

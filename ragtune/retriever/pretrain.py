@@ -70,7 +70,9 @@ class CroppingTask(ContrastiveTask):
 def pretrain(cfg: RetrieverConfig) -> Path:
     """Contriever-style pre-training on ``data.beir_dir``'s corpus; returns ``cfg.output_dir``."""
     if cfg.train.loss != "info_nce":
-        raise UserError(f"retriever pretrain has no teacher scores: train.loss must be info_nce, not {cfg.train.loss}")
+        raise UserError(
+            f"retriever pretrain has no teacher scores: train.loss must be info_nce, not {cfg.train.loss}"
+        )
     corpus = load_corpus(Path(cfg.data.beir_dir) / "corpus.jsonl")
     passages = [p for p in corpus.values() if len(p.text.split()) >= cfg.pretrain.min_words]
     if len(passages) < 2:

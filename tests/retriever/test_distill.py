@@ -42,7 +42,13 @@ def test_margin_mse_and_kl_batch_losses_use_each_examples_own_group() -> None:
     torch.manual_seed(0)
     q, p = torch.randn(2, 4), torch.randn(5, 4)  # p: pos0, pos1, neg0a, neg0b, neg1a
     batch = [
-        Example(Query("a", "a"), Passage("p0", "x"), (Passage("n0a", "x"), Passage("n0b", "x")), frozenset({"p0"}), (3.0, 1.0, -2.0)),
+        Example(
+            Query("a", "a"),
+            Passage("p0", "x"),
+            (Passage("n0a", "x"), Passage("n0b", "x")),
+            frozenset({"p0"}),
+            (3.0, 1.0, -2.0),
+        ),
         Example(Query("b", "b"), Passage("p1", "x"), (Passage("n1a", "x"),), frozenset({"p1"}), (0.5, 2.0)),
     ]
     targets, mask = torch.tensor([0, 1]), torch.zeros(2, 5, dtype=torch.bool)
@@ -55,21 +61,41 @@ def test_margin_mse_and_kl_batch_losses_use_each_examples_own_group() -> None:
 
     both = _cfg(Path("."), "unused", "train.loss=margin_mse", "train.in_batch_weight=0.5")
     nce = info_nce_loss(q, p, targets, 0.05, mask)
-    assert float(batch_loss(both, q, p, targets, mask, batch)) == pytest.approx(float(expected + 0.5 * nce), rel=1e-5)
+    assert float(batch_loss(both, q, p, targets, mask, batch)) == pytest.approx(
+        float(expected + 0.5 * nce), rel=1e-5
+    )
     kl = _cfg(Path("."), "unused", "train.loss=kl", "train.in_batch_weight=0")
     groups = [(cos[0, [0, 2, 3]], torch.tensor([3.0, 1.0, -2.0])), (cos[1, [1, 4]], torch.tensor([0.5, 2.0]))]
-    want = sum(F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="sum") for s, t in groups) / 2
+    want = (
+        sum(
+            F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="sum")
+            for s, t in groups
+        )
+        / 2
+    )
     assert float(batch_loss(kl, q, p, targets, mask, batch)) == pytest.approx(float(want), rel=1e-5)
 
 
 def test_cached_step_matches_the_plain_one_under_distillation(tmp_path: Path, tiny_encoder: Path) -> None:
     examples = [
-        Example(Query(f"q{i}", f"question {i}"), Passage(f"p{i}", "text " * (i + 1)), (Passage(f"n{i}", "neg"),), frozenset({f"p{i}"}), (1.0, -1.0 * i))
+        Example(
+            Query(f"q{i}", f"question {i}"),
+            Passage(f"p{i}", "text " * (i + 1)),
+            (Passage(f"n{i}", "neg"),),
+            frozenset({f"p{i}"}),
+            (1.0, -1.0 * i),
+        )
         for i in range(5)
     ]
     grads = []
     for cached in (False, True):
-        cfg = _cfg(tmp_path, tiny_encoder, "train.loss=margin_mse", f"train.cached={str(cached).lower()}", "train.mini_batch_size=2")
+        cfg = _cfg(
+            tmp_path,
+            tiny_encoder,
+            "train.loss=margin_mse",
+            f"train.cached={str(cached).lower()}",
+            "train.mini_batch_size=2",
+        )
         torch.manual_seed(0)
         model = load_for_training(cfg)
         model.eval()
@@ -91,16 +117,38 @@ def test_score_triplets_denoises_and_training_distils(tmp_path: Path, tiny_encod
     torch.manual_seed(0)
     load_cross_encoder(str(tiny_encoder)).save(str(teacher))
     scored = tmp_path / "scored.jsonl"
-    args = [*base, f"data.triplets={mined}", f"distill.teacher={teacher}", f"distill.out={scored}", "precision=fp32"]
-    assert main(["retriever", "score-triplets", *base, f"data.triplets={mined}", f"distill.teacher={tiny_encoder}"]) == 2
+    args = [
+        *base,
+        f"data.triplets={mined}",
+        f"distill.teacher={teacher}",
+        f"distill.out={scored}",
+        "precision=fp32",
+    ]
+    assert (
+        main(
+            [
+                "retriever",
+                "score-triplets",
+                *base,
+                f"data.triplets={mined}",
+                f"distill.teacher={tiny_encoder}",
+            ]
+        )
+        == 2
+    )
     assert main(["retriever", "score-triplets", *args]) == 0
     everything = tmp_path / "all.jsonl"  # denoising off: every negative kept, with its score
-    assert main(["retriever", "score-triplets", *args, "distill.denoise=false", f"distill.out={everything}"]) == 0
+    assert (
+        main(["retriever", "score-triplets", *args, "distill.denoise=false", f"distill.out={everything}"])
+        == 0
+    )
     before, after, full = load_triplets(mined), load_triplets(scored), load_triplets(everything)
     stats = json.loads(stats_path(scored).read_text())
     assert len(before) == len(after) == len(full) == stats["triplets"]
     dropped = 0
-    for b, a, f in zip(before, after, full, strict=True):  # exactly the negatives scored above the positive go
+    for b, a, f in zip(
+        before, after, full, strict=True
+    ):  # exactly the negatives scored above the positive go
         assert [n.passage.id for n in f.negatives] == [n.passage.id for n in b.negatives]
         assert set(f.teacher) == {p.id for p in b.positives} | {n.passage.id for n in b.negatives}
         floor = min(f.teacher[p.id] for p in f.positives)
@@ -112,13 +160,26 @@ def test_score_triplets_denoises_and_training_distils(tmp_path: Path, tiny_encod
     assert stats["negatives_kept"] == sum(len(a.negatives) for a in after)
     # The teacher's scores are the cross-encoder's logits of those pairs.
     t0 = after[0]
-    ref = score_pairs(load_cross_encoder(str(teacher)), [(t0.query.text, t0.positives[0].full_text())], precision="fp32", show_progress=False)
+    ref = score_pairs(
+        load_cross_encoder(str(teacher)),
+        [(t0.query.text, t0.positives[0].full_text())],
+        precision="fp32",
+        show_progress=False,
+    )
     assert t0.teacher[t0.positives[0].id] == pytest.approx(float(ref[0]), abs=1e-5)
 
     from ragtune.retriever.train import train
 
     for loss in ("margin_mse", "kl"):
-        out = train(_cfg(tmp_path / loss, tiny_encoder, f"data.triplets={scored}", f"train.loss={loss}", "train.epochs=3"))
+        out = train(
+            _cfg(
+                tmp_path / loss,
+                tiny_encoder,
+                f"data.triplets={scored}",
+                f"train.loss={loss}",
+                "train.epochs=3",
+            )
+        )
         hist = [json.loads(x)["loss"] for x in (out / "history.jsonl").read_text().splitlines()]
         assert sum(hist[-3:]) < 0.9 * sum(hist[:3])
     with pytest.raises(DataError, match=r"mined\.jsonl:1: field 'teacher'"):
@@ -128,7 +189,18 @@ def test_score_triplets_denoises_and_training_distils(tmp_path: Path, tiny_encod
 
 
 def test_score_triplets_needs_a_trained_teacher(tmp_path: Path, capsys) -> None:
-    assert main(["retriever", "score-triplets", "--config", "configs/tiny/retriever.yaml", "data.triplets=x.jsonl"]) == 2
+    assert (
+        main(
+            [
+                "retriever",
+                "score-triplets",
+                "--config",
+                "configs/tiny/retriever.yaml",
+                "data.triplets=x.jsonl",
+            ]
+        )
+        == 2
+    )
     assert "distill.teacher" in capsys.readouterr().err
     assert main(["retriever", "pretrain", "--config", "configs/tiny/retriever.yaml", "train.loss=kl"]) == 2
     assert "train.loss must be info_nce" in capsys.readouterr().err
