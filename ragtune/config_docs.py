@@ -1,7 +1,7 @@
 """The configuration reference, rendered from the config dataclasses.
 
 Every config field carries its help text (``ragtune.config.setting(default, help=...)``); this module
-turns the three top-level configs into Markdown tables (key, type, default, help) and keeps the
+turns the top-level configs into Markdown tables (key, type, default, help) and keeps the
 generated parts of ``docs/configuration.md`` and of the README's Configuration section up to date::
 
     python -m ragtune.config_docs --write   # rewrite the generated parts (also: make docs)
@@ -25,6 +25,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from ragtune.data.io import atomic_write_text
 from ragtune.e2e.config import E2EConfig
 from ragtune.generator.config import GeneratorConfig
+from ragtune.reranker.config import RerankerConfig
 from ragtune.retriever.config import RetrieverConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +33,13 @@ DOCS = ROOT / "docs" / "configuration.md"
 README = ROOT / "README.md"
 
 # The top-level configs, by the name their marker and their ``configs/<name>/`` folder use.
-CONFIGS: dict[str, type] = {"retriever": RetrieverConfig, "generator": GeneratorConfig, "e2e": E2EConfig}
-TITLES = {"retriever": "Retriever", "generator": "Generator", "e2e": "Joint tuning"}
+CONFIGS: dict[str, type] = {
+    "retriever": RetrieverConfig,
+    "reranker": RerankerConfig,
+    "generator": GeneratorConfig,
+    "e2e": E2EConfig,
+}
+TITLES = {"retriever": "Retriever", "reranker": "Reranker", "generator": "Generator", "e2e": "Joint tuning"}
 
 GENERATED = re.compile(r"<!-- generated:(?P<name>[\w.:-]+) -->\n(?P<body>.*?)<!-- /generated -->", re.S)
 
@@ -192,11 +198,15 @@ def top_level_table(cls: type) -> str:
 
 
 def readme_block() -> str:
-    """The README's generated part: the top-level keys of each of the three configs."""
-    parts = []
+    """The README's generated part: the top-level keys of each config, one row per config (their
+    help texts are in docs/configuration.md)."""
+    rows = ["| config | top-level keys (sections as `name.*`) |", "| --- | --- |"]
     for name, cls in CONFIGS.items():
-        parts.append(f"{TITLES[name]} (`configs/{name}/*.yaml`):\n\n{top_level_table(cls)}\n")
-    return "\n".join(parts)
+        _, _, fields = sections(cls)[0]
+        keys = " ".join(f"`{r.key}.*`" if r.type == "section" else f"`{r.key}`" for r in fields)
+        anchor = f"docs/configuration.md#{TITLES[name].lower().replace(' ', '-')}-configs{name}yaml"
+        rows.append(f"| [{TITLES[name]}]({anchor}) `configs/{name}/` | {keys} |")
+    return "\n".join(rows) + "\n"
 
 
 def blocks() -> dict[Path, dict[str, str]]:

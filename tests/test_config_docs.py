@@ -44,7 +44,7 @@ def test_every_field_of_every_config_dataclass_has_a_help_text() -> None:
         if not field_help(f) or "\n" in field_help(f)
     ]
     assert not missing, f"fields without a one-line help: {missing}"
-    # ... and the reference reaches every one of them from the three top-level configs.
+    # ... and the reference reaches every one of them from the top-level configs.
     # (a base class, such as the RAFT mix, through its subclasses)
     reached = {c for top in CONFIGS.values() for c, _ in config_fields(top)}
     reached |= {base for c in reached for base in c.__mro__ if dataclasses.is_dataclass(base)}

@@ -50,19 +50,28 @@ def top(run: dict[str, dict[str, float]], n: int) -> dict[str, list[str]]:
 
 
 def score_union(
-    model_dir: Path, runs: list[dict], queries, corpus, precision: str
+    model_dir: Path, runs: list[dict], queries, corpus, precision: str, cache: Path
 ) -> tuple[dict, float, int]:
     """Cross-encoder logits of every (query, passage) pair in the top ``TOP_N`` of any of ``runs``,
-    each pair scored once; returns (scores by (qid, pid), seconds, pairs)."""
+    each pair scored once; returns (scores by (qid, pid), seconds, pairs). ``cache`` keeps them for
+    ``--resume``."""
     from ragtune.reranker.model import load_cross_encoder, score_pairs
 
-    model = load_cross_encoder(str(model_dir), precision=precision)
     keys = sorted({(q, p) for run in runs for q, ps in top(run, TOP_N).items() for p in ps})
+    if cache.exists():
+        saved = json.loads(cache.read_text())
+        if len(saved["scores"]) == len(keys):
+            return {tuple(k.split("\t")): v for k, v in saved["scores"].items()}, saved["seconds"], len(keys)
+    model = load_cross_encoder(str(model_dir), precision=precision)
     texts = [(queries[q].text, corpus[p].full_text()) for q, p in keys]
     start = time.perf_counter()
     logits = score_pairs(model, texts, batch_size=64, precision=precision)
     seconds = time.perf_counter() - start
-    return dict(zip(keys, (float(x) for x in logits), strict=True)), seconds, len(keys)
+    scores = dict(zip(keys, (float(x) for x in logits), strict=True))
+    cache.write_text(
+        json.dumps({"seconds": seconds, "scores": {f"{q}\t{p}": v for (q, p), v in scores.items()}})
+    )
+    return scores, seconds, len(keys)
 
 
 def reranked(run: dict, scores: dict) -> dict:
@@ -70,11 +79,88 @@ def reranked(run: dict, scores: dict) -> dict:
     return {q: {p: scores[(q, p)] for p in ps} for q, ps in top(run, TOP_N).items()}
 
 
+def distill(
+    args,
+    scifact: Path,
+    work: Path,
+    triplets: Path,
+    teacher: Path,
+    test,
+    train,
+    bm25_run,
+    bm25_train,
+    variants,
+) -> None:
+    """The cross-encoder taught to the bi-encoder: it scores the mined triplets (negatives it
+    scores above the positive dropped), then configs/retriever/scifact.yaml's recipe (3 hard
+    negatives, 3 epochs, batch 32) trains with Margin-MSE + InfoNCE; evaluated dense and as the
+    weighted hybrid (weight chosen on train queries). The hard-label recipe's 0.7286 is
+    benchmarks/results/retriever_scifact.json's ``ragtune_finetuned``."""
+    from benchmarks.retriever_scifact.run import fused_variant
+
+    py = sys.executable
+    recipe = ROOT / "configs/retriever/scifact.yaml"
+    scored = work / "distill_triplets.jsonl"
+    if not (args.resume and scored.exists()):
+        wall, rss = child(
+            [
+                *[py, "-m", "ragtune.cli", "retriever", "score-triplets", "--config", str(recipe)],
+                *[f"data.beir_dir={scifact}", f"data.triplets={triplets}", f"distill.teacher={teacher}"],
+                f"distill.out={scored}",
+            ],
+            work / "score_triplets.log",
+        )
+    stats = json.loads(Path(str(scored) + ".stats.json").read_text())
+    variants["teacher_scoring"] = {
+        k: stats[k]
+        for k in (
+            "pairs_scored",
+            "pairs_per_s",
+            "negatives_dropped_as_likely_positives",
+            "negatives_kept",
+            "seconds",
+        )
+    }
+    out = work / "distilled"
+    if not (args.resume and (out / "train_summary.json").exists()):
+        wall, rss = child(
+            [
+                *[py, "-m", "ragtune.cli", "retriever", "train", "--config", str(recipe)],
+                *[f"data.beir_dir={scifact}", f"data.triplets={scored}", "train.loss=margin_mse"],
+                *["train.save_every=0", f"output_dir={out}"],
+            ],
+            work / "distilled.log",
+        )
+        (work / "distilled_child.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    summary = json.loads((out / "train_summary.json").read_text())
+    measured = json.loads((work / "distilled_child.json").read_text())
+    run, _, train_run = dense_run(str(out / "model"), test, "auto", train=train)
+    variants["distilled_dense"] = {
+        "metrics": pick(evaluate_run(run, test.qrels).metrics),
+        "pairs_per_s": round(summary["pairs_per_s"], 2),
+        "train_s": round(summary["step_seconds_this_process"], 1),
+        "wall_s": round(measured["wall_s"], 1),
+        "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+        "recipe": "configs/retriever/scifact.yaml + train.loss=margin_mse (in_batch_weight 1), teacher-denoised negatives",
+        "hard_label_baseline_nDCG@10": 0.7286,
+        "baseline_source": "benchmarks/results/retriever_scifact.json ragtune_finetuned (same recipe, hard labels)",
+    }
+    variants["distilled_hybrid"] = fused_variant(
+        bm25_run, run, bm25_train, train_run, train.qrels, test.qrels
+    )
+    print("distilled", variants["distilled_dense"], variants["distilled_hybrid"]["metrics"], flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--resume", action="store_true", help="reuse finished training runs in work/")
     ap.add_argument("--config", type=Path, default=ROOT / "configs/reranker/scifact.yaml")
+    ap.add_argument(
+        "--distill",
+        action="store_true",
+        help="also distil the cross-encoder into the bi-encoder (score-triplets + train.loss=margin_mse)",
+    )
     args = ap.parse_args()
     scifact = SHARED_DATASETS / "scifact"
     work = HERE / "work"
@@ -194,7 +280,12 @@ def main() -> None:
     # 4. Rerank the top 100 of each with ragtune's model (each pair scored once), and the hybrid's
     # with the peer's model.
     scores, seconds, n_pairs = score_union(
-        runs_dir["ragtune"] / "model", list(candidates.values()), test.queries, test.corpus, "auto"
+        runs_dir["ragtune"] / "model",
+        list(candidates.values()),
+        test.queries,
+        test.corpus,
+        "auto",
+        work / "scores_ragtune.json",
     )
     from ragtune.reranker.rerank import load_threshold
 
@@ -222,17 +313,31 @@ def main() -> None:
         "max_length": cfg.model.max_length,
     }
     peer_scores, peer_s, peer_pairs = score_union(
-        runs_dir["peer"] / "model", [hybrid], test.queries, test.corpus, "auto"
+        runs_dir["peer"] / "model", [hybrid], test.queries, test.corpus, "auto", work / "scores_peer.json"
     )
     variants["rerank_hybrid_peer_model"] = {
         "metrics": pick(evaluate_run(reranked(hybrid, peer_scores), test.qrels).metrics),
         "model": "peer (CrossEncoderTrainer)",
         "pairs_per_s": round(peer_pairs / peer_s, 1),
     }
+    if args.distill:
+        distill(
+            args,
+            scifact,
+            work,
+            triplets,
+            runs_dir["ragtune"] / "model",
+            test,
+            train,
+            bm25_run,
+            bm25_train,
+            variants,
+        )
     rt, peer = variants["train_ragtune"], variants["train_peer_sentence_transformers"]
     out = write_result(
         "rerank_scifact",
-        f"python benchmarks/rerank_scifact/run.py --epochs {args.epochs}",
+        f"python benchmarks/rerank_scifact/run.py --epochs {args.epochs}"
+        + (" --distill" if args.distill else ""),
         SEED,
         variants,
         extra={
