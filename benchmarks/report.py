@@ -689,7 +689,11 @@ RERANK_SCIFACT = Table(
         ("hybrid top 100 reranked (ragtune cross-encoder)", "rerank_scifact", "rerank_hybrid"),
         ("hybrid top 100 reranked (peer's cross-encoder)", "rerank_scifact", "rerank_hybrid_peer_model"),
         ("training: ragtune `reranker train`", "rerank_scifact", "train_ragtune"),
-        ("training: peer CrossEncoderTrainer + ListNetLoss", "rerank_scifact", "train_peer_sentence_transformers"),
+        (
+            "training: peer CrossEncoderTrainer + ListNetLoss",
+            "rerank_scifact",
+            "train_peer_sentence_transformers",
+        ),
     ],
     [
         ("nDCG@10", metric("nDCG@10")),
