@@ -67,6 +67,20 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return st_dir
 
 
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CrossEncoder folder over the tiny encoder (a seeded random one-logit head), saved once so
+    every load gives the same scores."""
+    import torch
+
+    from ragtune.reranker.model import load_cross_encoder
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-cross-encoder")
+    load_cross_encoder(str(tiny_encoder), max_length=64).save(str(folder))
+    return folder
+
+
 CHATML = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>' + '\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"

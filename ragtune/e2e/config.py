@@ -75,6 +75,13 @@ class RetrieverStep:
         "the two top-k lists, or a weighted sum of min-max normalised scores over the two top-100 lists",
     )
     dense_weight: float = setting(0.5, help="fusion=weighted: dense x w + BM25 x (1 - w)")
+    reranker: str | None = setting(
+        None,
+        help="CrossEncoder folder or name (`ragtune reranker train`): the top rerank_top_n of candidates "
+        "and of eval.passages are rescored by it, so the LM's candidates, the generator's top_k and the "
+        "retrieval metrics follow its order (null: no reranking)",
+    )
+    rerank_top_n: int = setting(20, help="passages per question the reranker rescores (>= top_k)")
     epochs: int = setting(1, help="passes over the round's questions")
     batch_size: int = setting(16, help="questions per optimiser step")
     lr: float = setting(2e-5, help="AdamW learning rate")
@@ -96,6 +103,8 @@ class RetrieverStep:
         _check_optimiser("retriever", self.warmup_ratio, self.weight_decay, self.max_grad_norm)
         if not 0.0 <= self.dense_weight <= 1.0:
             raise ValueError(f"retriever.dense_weight must be in [0, 1], got {self.dense_weight}")
+        if self.rerank_top_n < 1:
+            raise ValueError("retriever.rerank_top_n must be >= 1")
         if self.query_model is not None and self.mode == "both":
             raise ValueError("retriever.query_model needs mode=query (mode=both shares one encoder)")
 
@@ -259,5 +268,9 @@ class E2EConfig:
             raise ValueError("rounds must be >= 0 (0: evaluate the starting models only)")
         if self.top_k < 1:
             raise ValueError("top_k must be >= 1")
+        if self.retriever.reranker is not None and self.retriever.rerank_top_n < self.top_k:
+            raise ValueError(
+                f"retriever.rerank_top_n ({self.retriever.rerank_top_n}) must be >= top_k ({self.top_k})"
+            )
         if self.questions_per_round < 0:
             raise ValueError("questions_per_round must be >= 0 (0: all)")

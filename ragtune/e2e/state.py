@@ -89,6 +89,7 @@ class Retriever:
             self.passage.requires_grad_(False)
         self.row = {pid: i for i, pid in enumerate(data.ids)}
         self.bm25 = None  # built on first use by ranked()
+        self.reranker = None  # retriever.reranker's cross-encoder, loaded on first use by ranked()
         if checkpoint is None:
             self.version = 0
             self.build_index()
@@ -131,7 +132,31 @@ class Retriever:
         ``bm25`` (built on first use) or ``hybrid``: with ``retriever.fusion=rrf`` the reciprocal-rank
         fusion (k=60) of both methods' top ``k``; with ``weighted`` the weighted sum
         (``retriever.dense_weight``) of their min-max normalised scores over both top-``max(k, 100)``
-        lists, as ``retriever eval`` fuses (scores are then the fused ones)."""
+        lists, as ``retriever eval`` fuses (scores are then the fused ones). With
+        ``retriever.reranker``, the top ``rerank_top_n`` by ``method`` are rescored by the
+        cross-encoder (its logits) and ordered by it, the rest kept below them."""
+        r = self.cfg.retriever
+        if r.reranker is None:
+            return self._ranked(questions, k, method)
+        from ragtune.reranker.model import load_cross_encoder
+        from ragtune.reranker.rerank import rerank_hits
+
+        if self.reranker is None:
+            self.reranker = load_cross_encoder(
+                r.reranker, device=str(dist.device()), precision=self.cfg.precision, trained=True
+            )
+        hits = self._ranked(questions, max(k, r.rerank_top_n), method)
+        reranked = rerank_hits(
+            self.reranker,
+            questions,
+            hits,
+            self.data.corpus,
+            top_n=r.rerank_top_n,
+            precision=self.cfg.precision,
+        )
+        return [h[:k] for h in reranked]
+
+    def _ranked(self, questions: Sequence[str], k: int, method: str) -> list[list[tuple[str, float]]]:
         from ragtune.retriever.bm25 import BM25, hybrid_fusion
 
         if method == "dense":

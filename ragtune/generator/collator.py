@@ -97,6 +97,7 @@ class PassageSource:
         self.corpus = dict(corpus) if corpus is not None else None
         self._bm25: BM25 | None = None
         self._dense = None
+        self._reranker = None
         self._pool = pool
 
     @property
@@ -136,9 +137,28 @@ class PassageSource:
             self._dense = (model, DenseIndex.flat(vectors, list(passages)))
         return self._dense
 
-    def retrieve(self, questions: Sequence[str], k: int, method: str = "bm25") -> list[list[Passage]]:
-        """The top ``k`` passages per question by ``method`` (``bm25`` or ``dense``)."""
+    def reranker(self):
+        """The cross-encoder ``cfg.reranker``, loaded on first use (a trained one: see
+        :func:`ragtune.reranker.model.load_cross_encoder`)."""
+        if self._reranker is None:
+            from ragtune.reranker.model import load_cross_encoder
+
+            self._reranker = load_cross_encoder(self.cfg.reranker, precision=self.precision, trained=True)
+        return self._reranker
+
+    def reranked(self, questions: Sequence[str], k: int, method: str) -> list[list[Passage]]:
+        """The top ``cfg.rerank_top_n`` passages per question by ``method``, rescored by the
+        cross-encoder; its top ``k``."""
+        from ragtune.reranker.rerank import rerank_hits
+
         by_id = self.passages_by_id
+        hits = self._hits(questions, max(k, self.cfg.rerank_top_n), method)
+        ranked = rerank_hits(
+            self.reranker(), questions, hits, by_id, top_n=self.cfg.rerank_top_n, precision=self.precision
+        )
+        return [[by_id[pid] for pid, _ in h[:k]] for h in ranked]
+
+    def _hits(self, questions: Sequence[str], k: int, method: str) -> list[list[tuple[str, float]]]:
         if method == "dense":
             from ragtune.retriever.model import encode
 
@@ -146,15 +166,20 @@ class PassageSource:
             qvec = encode(
                 model, list(questions), max_length=64, precision=self.precision, show_progress=False
             )
-            hits = index.search(qvec, k)
-        else:
-            hits = self.bm25().search(list(questions), k)
-        return [[by_id[pid] for pid, _ in h] for h in hits]
+            return index.search(qvec, k)
+        return self.bm25().search(list(questions), k)
+
+    def retrieve(self, questions: Sequence[str], k: int, method: str = "bm25") -> list[list[Passage]]:
+        """The top ``k`` passages per question by ``method`` (``bm25`` or ``dense``)."""
+        by_id = self.passages_by_id
+        return [[by_id[pid] for pid, _ in h] for h in self._hits(questions, k, method)]
 
     def shown(self, examples: Sequence[QAExample]) -> list[list[Passage]]:
         """The passages shown with each example at evaluation and generation time."""
         if self.cfg.passages == "none":
             return [[] for _ in examples]
+        if self.cfg.passages in ("bm25", "dense") and self.cfg.reranker:
+            return self.reranked([e.question for e in examples], self.cfg.top_k, self.cfg.passages)
         if self.cfg.passages in ("bm25", "dense"):
             return self.retrieve([e.question for e in examples], self.cfg.top_k, self.cfg.passages)
         out = [gold_passages(e, self.corpus) for e in examples]

@@ -143,6 +143,12 @@ class DataConfig:
     retriever: str = setting(
         "sentence-transformers/all-MiniLM-L6-v2", help="bi-encoder for dense passages / distractors"
     )
+    reranker: str | None = setting(
+        None,
+        help="CrossEncoder folder or name (`ragtune reranker train` writes one): passages=bm25/dense "
+        "retrieve rerank_top_n, the reranker's top_k are shown (null: no reranking)",
+    )
+    rerank_top_n: int = setting(20, help="candidates per question the reranker rescores (>= top_k)")
     max_examples: int = setting(0, help="use only the first N training examples (0: all)")
 
     def __post_init__(self) -> None:
@@ -150,6 +156,13 @@ class DataConfig:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.top_k < 1:
             raise ValueError("data.top_k must be >= 1")
+        if self.reranker is not None and self.passages not in ("bm25", "dense"):
+            raise ValueError(
+                f"data.reranker reranks retrieved passages: it needs data.passages=bm25 or dense, "
+                f"not {self.passages!r}"
+            )
+        if self.reranker is not None and self.rerank_top_n < self.top_k:
+            raise ValueError(f"data.rerank_top_n ({self.rerank_top_n}) must be >= data.top_k ({self.top_k})")
         if self.max_examples < 0:
             raise ValueError("data.max_examples must be >= 0")
 

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,61 @@ from ragtune.reranker.config import RerankerConfig
 log = logging.getLogger(__name__)
 
 THRESHOLD_FILE = "threshold.json"  # beside the model: the pair-classification threshold chosen on validation
+
+
+def rerank_hits(
+    model: Any,
+    questions: Sequence[str],
+    hits: Sequence[Sequence[tuple[str, float]]],
+    passages: Mapping[str, Passage],
+    *,
+    top_n: int,
+    batch_size: int = 64,
+    precision: str = "auto",
+    show_progress: bool = False,
+) -> list[list[tuple[str, float]]]:
+    """Each question's hits, best first, with its ``top_n`` best rescored by ``model`` (logits) and
+    ordered by them; the hits below ``top_n`` follow in their order, scored below every reranked one.
+    Every passage id must be in ``passages`` (a KeyError names it otherwise)."""
+    from ragtune.reranker.model import score_pairs
+
+    heads = [sorted(h, key=lambda x: -x[1])[:top_n] for h in hits]
+    pairs = [
+        (q, passages[pid].full_text()) for q, head in zip(questions, heads, strict=True) for pid, _ in head
+    ]
+    scores = score_pairs(
+        model, pairs, batch_size=batch_size, precision=precision, show_progress=show_progress
+    )
+    out, k = [], 0
+    for h, head in zip(hits, heads, strict=True):
+        rescored = sorted(
+            ((pid, float(v)) for (pid, _), v in zip(head, scores[k : k + len(head)], strict=True)),
+            key=lambda x: -x[1],
+        )
+        k += len(head)
+        floor = min((v for _, v in rescored), default=0.0)
+        tail = sorted(h, key=lambda x: -x[1])[top_n:]
+        out.append(rescored + [(pid, floor - 1.0 - i) for i, (pid, _) in enumerate(tail)])
+    return out
+
+
+def check_run_ids(
+    run: Mapping[str, Mapping[str, float]],
+    queries: Mapping[str, Query],
+    corpus: Mapping[str, Passage],
+    top_n: int,
+    source: str,
+) -> None:
+    """A :class:`DataError` naming ``source`` for a query of ``run`` missing from ``queries`` or a
+    passage of a query's top ``top_n`` missing from ``corpus``."""
+    for qid, cands in run.items():
+        if qid not in queries:
+            raise DataError(Path(source), None, "query_id", f"query {qid!r} is not in the queries file")
+        for pid in sorted(cands, key=lambda d: -cands[d])[:top_n]:
+            if pid not in corpus:
+                raise DataError(
+                    Path(source), None, "doc_id", f"passage {pid!r} (query {qid!r}) is not in the corpus"
+                )
 
 
 def rerank_run(
@@ -39,38 +94,21 @@ def rerank_run(
     source: str = "run",
 ) -> dict[str, dict[str, float]]:
     """The run with each query's ``top_n`` candidates rescored by ``model`` (logits) and the rest
-    kept below them in their order. Every query and passage id must exist (``source`` names the
-    file in the error)."""
-    from ragtune.reranker.model import score_pairs
-
-    pairs: list[tuple[str, str]] = []
-    spans: list[tuple[str, list[str], list[str]]] = []
-    for qid, cands in run.items():
-        if qid not in queries:
-            raise DataError(Path(source), None, "query_id", f"query {qid!r} is not in the queries file")
-        ranked = sorted(cands, key=lambda d: -cands[d])
-        head, tail = ranked[:top_n], ranked[top_n:]
-        for pid in head:
-            if pid not in corpus:
-                raise DataError(
-                    Path(source), None, "doc_id", f"passage {pid!r} (query {qid!r}) is not in the corpus"
-                )
-            pairs.append((queries[qid].text, corpus[pid].full_text()))
-        spans.append((qid, head, tail))
-    scores = score_pairs(
-        model, pairs, batch_size=batch_size, precision=precision, show_progress=show_progress
+    kept below them in their order (:func:`rerank_hits`). Every query and passage id must exist
+    (``source`` names the file in the error)."""
+    check_run_ids(run, queries, corpus, top_n, source)
+    qids = list(run)
+    reranked = rerank_hits(
+        model,
+        [queries[q].text for q in qids],
+        [list(run[q].items()) for q in qids],
+        corpus,
+        top_n=top_n,
+        batch_size=batch_size,
+        precision=precision,
+        show_progress=show_progress,
     )
-    out: dict[str, dict[str, float]] = {}
-    k = 0
-    for qid, head, tail in spans:
-        s = scores[k : k + len(head)]
-        k += len(head)
-        ranked = {pid: float(v) for pid, v in zip(head, s, strict=True)}
-        floor = min(ranked.values(), default=0.0)
-        for i, pid in enumerate(tail):  # below every reranked candidate, original order kept
-            ranked[pid] = floor - 1.0 - i
-        out[qid] = ranked
-    return out
+    return {q: dict(h) for q, h in zip(qids, reranked, strict=True)}
 
 
 def load_threshold(model_dir: str | Path) -> tuple[float, str]:
@@ -111,6 +149,7 @@ def rerank(cfg: RerankerConfig, run_path: Path, out_path: Path, model_name: str 
     run = read_run(run_path)
     folder = Path(cfg.data.beir_dir)
     corpus, queries = load_corpus(folder / "corpus.jsonl"), load_queries(folder / "queries.jsonl")
+    check_run_ids(run, queries, corpus, cfg.rerank.top_n, str(run_path))  # before loading the model
     model = load_cross_encoder(  # at the pair length the model was trained with (saved in its folder)
         model_name, precision=cfg.precision, trust_remote_code=cfg.model.trust_remote_code, trained=True
     )

@@ -304,3 +304,64 @@ def test_eval_passages_come_from_the_configured_retrieval(
     final = json.loads((out / "report.json").read_text())["final"]
     for metric in ("Recall@3", "MRR@10", "nDCG@10"):
         assert final[metric] == pytest.approx(reference.metrics[metric])
+
+
+def test_a_reranker_orders_the_eval_passages_and_metrics(
+    tmp_path: Path, tiny_encoder: Path, tiny_lm: Path, tiny_cross_encoder: Path
+) -> None:
+    """retriever.reranker: the top rerank_top_n of eval.passages are rescored by the cross-encoder; the
+    generator sees its top_k and the retrieval metrics score its order."""
+    import numpy as np
+
+    from ragtune.e2e.state import Data
+    from ragtune.e2e.train import train
+    from ragtune.eval.ir import evaluate_run
+    from ragtune.reranker.model import load_cross_encoder, score_pairs
+    from ragtune.retriever.bm25 import BM25
+
+    extra = (
+        "rounds=0",
+        "eval.passages=bm25",
+        f"retriever.reranker={tiny_cross_encoder}",
+        "retriever.rerank_top_n=10",
+    )
+    cfg = tiny_config(tmp_path / "run", tiny_encoder, tiny_lm, *extra)
+    out = train(cfg)
+    rows = [
+        json.loads(x) for x in (out / "rounds" / "round_0" / "predictions.jsonl").read_text().splitlines()
+    ]
+    data = Data(cfg)
+    depth = max([*cfg.eval.ks, cfg.top_k])
+    lexical = BM25(data.ids, [p.full_text() for p in data.corpus.values()]).search(
+        [e.question for e in data.eval], depth
+    )
+    model = load_cross_encoder(str(tiny_cross_encoder))
+    expected = []
+    for e, hits in zip(data.eval, lexical, strict=True):
+        head = [pid for pid, _ in hits[:10]]
+        logits = score_pairs(
+            model,
+            [(e.question, data.corpus[p].full_text()) for p in head],
+            precision="fp32",
+            show_progress=False,
+        )
+        expected.append([head[i] for i in np.argsort(-logits, kind="stable")] + [p for p, _ in hits[10:]])
+    assert [[c["id"] for c in row["contexts"]] for row in rows] == [h[: cfg.top_k] for h in expected]
+    assert [h[: cfg.top_k] for h in expected] != [[p for p, _ in h[: cfg.top_k]] for h in lexical]
+    qrels = {e.id: {pid: 1 for pid in data.gold_ids(e)} for e in data.eval}
+    run = {
+        e.id: {pid: float(depth - i) for i, pid in enumerate(h)}
+        for e, h in zip(data.eval, expected, strict=True)
+    }
+    reference = evaluate_run(run, qrels, ks=cfg.eval.ks)
+    final = json.loads((out / "report.json").read_text())["final"]
+    for metric in ("Recall@3", "MRR@10", "nDCG@10"):
+        assert final[metric] == pytest.approx(reference.metrics[metric])
+    with pytest.raises(ValueError, match="rerank_top_n"):
+        tiny_config(
+            tmp_path / "bad",
+            tiny_encoder,
+            tiny_lm,
+            f"retriever.reranker={tiny_cross_encoder}",
+            "retriever.rerank_top_n=2",
+        )

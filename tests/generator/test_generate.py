@@ -292,3 +292,32 @@ def test_dense_passages_and_distractors_come_from_the_retriever(tmp_path: Path, 
     distractors = source.distractors(examples, 2, "dense")
     for e, d in zip(examples, distractors, strict=True):
         assert len(d) == 2 and e.contexts[0].id not in {p.id for p in d}
+
+
+def test_a_reranker_orders_the_retrieved_passages(tiny_cross_encoder: Path) -> None:
+    """data.reranker: BM25's top rerank_top_n are rescored by the cross-encoder and its top_k shown;
+    the passages equal sorting those candidates by the cross-encoder's own logits by hand."""
+    import numpy as np
+
+    from ragtune.generator.collator import PassageSource
+    from ragtune.generator.config import DataConfig
+    from ragtune.reranker.model import load_cross_encoder, score_pairs
+
+    corpus = load_corpus(DEMO / "corpus.jsonl")
+    examples = load_qa(DEMO / "qa_test.jsonl", corpus)[:6]
+    cfg = DataConfig(passages="bm25", top_k=2, reranker=str(tiny_cross_encoder), rerank_top_n=8)
+    shown = PassageSource(cfg, corpus, examples, precision="fp32").shown(examples)
+    plain = PassageSource(DataConfig(passages="bm25", top_k=8), corpus, examples).shown(examples)
+    model = load_cross_encoder(str(tiny_cross_encoder))
+    expected = []
+    for e, cands in zip(examples, plain, strict=True):
+        logits = score_pairs(
+            model, [(e.question, p.full_text()) for p in cands], precision="fp32", show_progress=False
+        )
+        expected.append([cands[i].id for i in np.argsort(-logits, kind="stable")[:2]])
+    assert [[p.id for p in s] for s in shown] == expected
+    assert expected != [[p.id for p in c[:2]] for c in plain]  # the reranker changed what is shown
+    with pytest.raises(ValueError, match=r"needs data\.passages=bm25 or dense"):
+        DataConfig(passages="given", reranker=str(tiny_cross_encoder))
+    with pytest.raises(ValueError, match="rerank_top_n"):
+        DataConfig(passages="bm25", top_k=5, reranker=str(tiny_cross_encoder), rerank_top_n=3)
