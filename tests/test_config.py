@@ -10,6 +10,7 @@ import yaml
 from ragtune.config import ConfigError, load_config, save_config, to_dict
 from ragtune.e2e.config import E2EConfig
 from ragtune.generator.config import GeneratorConfig
+from ragtune.reranker.config import RerankerConfig
 from ragtune.retriever.config import RetrieverConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +100,12 @@ def test_save_and_reload_round_trip(tmp_path: Path) -> None:
     assert to_dict(cfg)["out"] == "runs/x"
 
 
-CONFIG_CLASSES = {"retriever": RetrieverConfig, "generator": GeneratorConfig, "e2e": E2EConfig}
+CONFIG_CLASSES = {
+    "retriever": RetrieverConfig,
+    "generator": GeneratorConfig,
+    "e2e": E2EConfig,
+    "reranker": RerankerConfig,
+}
 
 
 def _config_class(path: Path) -> type:

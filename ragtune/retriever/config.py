@@ -32,12 +32,25 @@ class ModelConfig:
     trust_remote_code: bool = setting(
         False, help="run Python shipped with a model folder or hub repo: only if you trust it"
     )
+    kind: Literal["dense", "colbert"] = setting(
+        "dense",
+        help="dense: one vector per text, cosine; colbert: one vector per token (projected to "
+        "colbert_dim), scored by MaxSim (late interaction; a sentence-transformers MultiVectorEncoder)",
+    )
+    colbert_dim: int = setting(128, help="kind=colbert: the token vectors' size (a fresh projection)")
+    query_expansion: bool = setting(
+        True,
+        help="kind=colbert: pad queries to max_query_length with [MASK] tokens that MaxSim scores "
+        "(classic ColBERT query augmentation)",
+    )
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("model.name must not be empty")
         if self.max_query_length < 1 or self.max_passage_length < 1:
             raise ValueError("model.max_query_length and model.max_passage_length must be >= 1")
+        if self.colbert_dim < 1:
+            raise ValueError("model.colbert_dim must be >= 1")
 
 
 @dataclass
@@ -334,3 +347,9 @@ class RetrieverConfig:
         "auto",
         help="auto: bf16 where native (AMX / AVX512-BF16 CPU, bf16 GPU), else fp32",
     )
+
+    def __post_init__(self) -> None:
+        if self.model.kind == "colbert" and self.train.cached:
+            raise ValueError(
+                "train.cached (GradCache) is for model.kind=dense: a colbert batch trains in one pass"
+            )

@@ -86,7 +86,25 @@ def evaluate(cfg: RetrieverConfig) -> Path:
         hits = bm25.search(qtexts, depth)
         runs["bm25"] = {q: dict(h) for q, h in zip(qids, hits, strict=True)}
         timings["bm25"] = time.perf_counter() - t0
-    if methods & {"dense", "hybrid"}:
+    if methods & {"dense", "hybrid"} and cfg.model.kind == "colbert":
+        from ragtune.retriever.colbert import (
+            ColbertIndex,
+            encode_passage_tokens,
+            encode_query_tokens,
+            load_trained_colbert,
+        )
+
+        t0 = time.perf_counter()  # late interaction where "dense" is asked for: MaxSim over token vectors
+        if cfg.eval.index_dir is not None:
+            index = ColbertIndex.load(cfg.eval.index_dir)
+            model = load_trained_colbert(cfg, index.encoder.get("model"))
+        else:
+            model = load_trained_colbert(cfg)
+            index = ColbertIndex(encode_passage_tokens(model, ptexts, cfg), pids)
+        hits = index.search(encode_query_tokens(model, qtexts, cfg), depth)
+        runs["dense"] = {q: dict(h) for q, h in zip(qids, hits, strict=True)}
+        timings["dense"] = time.perf_counter() - t0
+    elif methods & {"dense", "hybrid"}:
         from ragtune.retriever.index import DenseIndex
         from ragtune.retriever.model import encode_passages, encode_queries, load_encoder
 

@@ -469,6 +469,8 @@ def build_index(cfg: RetrieverConfig) -> Path:
     corpus = load_corpus(Path(cfg.data.beir_dir) / "corpus.jsonl")
     m, ix = cfg.model, cfg.index
     log.info("encoding %d passages with %s", len(corpus), m.name)
+    if m.kind == "colbert":
+        return _build_colbert_index(cfg, corpus, out, info)
     model = load_encoder(
         m.name, device=str(dist.device()), precision=cfg.precision, trust_remote_code=m.trust_remote_code
     )
@@ -519,6 +521,63 @@ def build_index(cfg: RetrieverConfig) -> Path:
     return folder
 
 
+def _build_colbert_index(cfg: RetrieverConfig, corpus, out: Path, info: dict) -> Path:
+    """``model.kind=colbert``: every passage's token vectors, saved as a
+    :class:`ragtune.retriever.colbert.ColbertIndex` in ``out / "index"`` (searched exactly by
+    MaxSim; ``index.kind`` does not apply). One process encodes."""
+    from ragtune import distributed as dist
+    from ragtune.retriever.colbert import ColbertIndex, encode_passage_tokens, load_trained_colbert
+
+    if not dist.is_main():
+        dist.barrier()
+        return out / "index"
+    m = cfg.model
+    model = load_trained_colbert(cfg, device=str(dist.device()))
+    t0 = time.perf_counter()
+    index = ColbertIndex(
+        encode_passage_tokens(model, [p.full_text() for p in corpus.values()], cfg), list(corpus)
+    )
+    index.encoder = {
+        "kind": "colbert",
+        "model": m.name,
+        "query_prefix": m.query_prefix,
+        "passage_prefix": m.passage_prefix,
+        "max_query_length": m.max_query_length,
+        "max_passage_length": m.max_passage_length,
+        "query_expansion": m.query_expansion,
+        "precision": info["precision"],
+        "encode_s": round(time.perf_counter() - t0, 3),
+        "hardware": info,
+    }
+    folder = index.save(out / "index")
+    n_tokens = sum(len(p) for p in index.passages)
+    log.info("built a ColBERT index: %d passages, %d token vectors -> %s", len(index), n_tokens, folder)
+    dist.barrier()
+    return folder
+
+
+def _search_colbert(index_dir: Path, queries, k: int, model_name: str | None):
+    """The top ``k`` per query of a ColBERT index folder, queries encoded as recorded there."""
+    from ragtune.config import load_config
+    from ragtune.retriever.colbert import ColbertIndex, encode_query_tokens, load_trained_colbert
+    from ragtune.retriever.config import RetrieverConfig
+
+    index = ColbertIndex.load(index_dir)
+    enc = index.encoder
+    name = model_name or enc.get("model")
+    if not name:
+        raise UserError(f"{Path(index_dir) / 'encoder.json'}: no model recorded; pass model_name")
+    precision = "fp32" if enc.get("precision") == "fp32" else "auto"
+    overrides = [f"model.name={name}", "model.kind=colbert", f"precision={precision}"]
+    for key in ("max_query_length", "max_passage_length", "query_expansion"):
+        if key in enc:
+            overrides.append(f"model.{key}={enc[key]}")
+    cfg = load_config(None, overrides, RetrieverConfig)
+    cfg.model.query_prefix = enc.get("query_prefix", "")
+    model = load_trained_colbert(cfg)
+    return index.search(encode_query_tokens(model, [q.text for q in queries.values()], cfg), k)
+
+
 def search_index(
     index_dir: Path,
     queries_path: Path,
@@ -537,6 +596,10 @@ def search_index(
     from ragtune.data.io import load_queries, write_run
     from ragtune.retriever.model import encode, load_encoder
 
+    if (Path(index_dir) / "tokens.npy").exists():  # a ColBERT index (`index build` with model.kind=colbert)
+        queries = load_queries(queries_path)
+        hits = _search_colbert(Path(index_dir), queries, k, model_name)
+        return write_run(out, {qid: dict(row) for qid, row in zip(queries, hits, strict=True)})
     index = DenseIndex.load(index_dir)
     enc = index.encoder
     name = model_name or enc.get("model")

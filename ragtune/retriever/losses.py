@@ -54,14 +54,27 @@ def info_nce_loss(
     """
     q = F.normalize(queries.float(), dim=-1)
     p = F.normalize(passages.float(), dim=-1)
-    logits = q @ p.T / temperature
+    return info_nce_from_similarity(q @ p.T, targets, temperature, mask, symmetric)
+
+
+def info_nce_from_similarity(
+    similarity: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 0.05,
+    mask: torch.Tensor | None = None,
+    symmetric: bool = False,
+) -> torch.Tensor:
+    """InfoNCE of a ``[B, N]`` query-passage similarity matrix (cosine for the bi-encoder, MaxSim for
+    late interaction): logits ``similarity / temperature``, ``targets``, ``mask`` and ``symmetric``
+    as in :func:`info_nce_loss`; the symmetric term reads the same matrix's positive columns."""
+    logits = similarity.float() / temperature
     if mask is not None:
         logits = logits.masked_fill(mask, float("-inf"))
     loss = F.cross_entropy(logits, targets)
     if symmetric:
         # Row b: positive passage of query b against all queries; query c is masked when that
         # passage is also a positive of c (c != b), which is the transposed mask at column targets[b].
-        back = p[targets] @ q.T / temperature
+        back = similarity.float()[:, targets].T / temperature
         if mask is not None:
             back = back.masked_fill(mask[:, targets].T, float("-inf"))
         loss = (loss + F.cross_entropy(back, torch.arange(len(targets), device=back.device))) / 2

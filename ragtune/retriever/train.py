@@ -45,7 +45,12 @@ from ragtune.eval.ir import evaluate_run
 from ragtune.models import resolve_model
 from ragtune.precision import autocast
 from ragtune.retriever.config import RetrieverConfig
-from ragtune.retriever.losses import false_negative_mask, info_nce_loss, listwise_kl_loss, margin_mse_loss
+from ragtune.retriever.losses import (
+    false_negative_mask,
+    info_nce_from_similarity,
+    listwise_kl_loss,
+    margin_mse_loss,
+)
 from ragtune.retriever.model import encode_with_graph
 from ragtune.training import Plan, Run, adamw, epoch_batches
 
@@ -107,20 +112,34 @@ def batch_loss(
     batch: Sequence[Example],
 ) -> torch.Tensor:
     """The configured loss of one batch from its embeddings: ``q`` ``[B, d]``, ``p`` ``[N, d]`` (the
-    B positives, then each example's negatives in order).
+    B positives, then each example's negatives in order), scored by cosine
+    (:func:`similarity_loss`)."""
+    sim = F.normalize(q.float(), dim=-1) @ F.normalize(p.float(), dim=-1).T
+    return similarity_loss(cfg, sim, targets, mask, batch)
+
+
+def similarity_loss(
+    cfg: RetrieverConfig,
+    sim: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    batch: Sequence[Example],
+) -> torch.Tensor:
+    """The configured loss of one batch from its ``[B, N]`` query-passage similarities (cosine, or
+    MaxSim for late interaction); columns: the B positives, then each example's negatives in order.
 
     ``info_nce``: InfoNCE over in-batch and hard negatives. ``margin_mse`` / ``kl``: each example's
-    own group (its positive and hard negatives) scored ``cos / temperature`` and taught the
+    own group (its positive and hard negatives) scored ``similarity / temperature`` and taught the
     teacher's scores (Margin-MSE, Hofstätter et al. 2020; listwise KL), plus ``in_batch_weight`` x
     InfoNCE."""
     t = cfg.train
-    nce = info_nce_loss(q, p, targets, t.temperature, mask, t.symmetric)
+    nce = info_nce_from_similarity(sim, targets, t.temperature, mask, t.symmetric)
     if t.loss == "info_nce":
         return nce
     width = 1 + max(len(e.negatives) for e in batch)
-    index = torch.zeros(len(batch), width, dtype=torch.long, device=q.device)
-    valid = torch.zeros(len(batch), width, dtype=torch.bool, device=q.device)
-    teacher = torch.zeros(len(batch), width, dtype=torch.float32, device=q.device)
+    index = torch.zeros(len(batch), width, dtype=torch.long, device=sim.device)
+    valid = torch.zeros(len(batch), width, dtype=torch.bool, device=sim.device)
+    teacher = torch.zeros(len(batch), width, dtype=torch.float32, device=sim.device)
     offset = len(batch)
     for i, e in enumerate(batch):
         cols = [i, *range(offset, offset + len(e.negatives))]
@@ -128,9 +147,7 @@ def batch_loss(
         index[i, : len(cols)] = torch.tensor(cols)
         valid[i, : len(cols)] = True
         teacher[i, : len(cols)] = torch.tensor(e.teacher, dtype=torch.float32)
-    qn = F.normalize(q.float(), dim=-1)
-    pn = F.normalize(p.float(), dim=-1)
-    scores = (qn.unsqueeze(1) * pn[index]).sum(-1) / t.temperature
+    scores = sim.float().gather(1, index) / t.temperature
     if t.loss == "margin_mse":
         distill = margin_mse_loss(scores, teacher, valid)
     else:
@@ -178,7 +195,23 @@ def batch_order(
 
 def load_for_training(cfg: RetrieverConfig, path: str | Path | None = None) -> SentenceTransformer:
     """The encoder (``cfg.model.name``, or a checkpoint's ``path``) with the chosen attention kernel
-    and dropout set as configured."""
+    and dropout set as configured: a ``SentenceTransformer``, or with ``model.kind=colbert`` a
+    ``MultiVectorEncoder`` (:mod:`ragtune.retriever.colbert`)."""
+    m = cfg.model
+    if m.kind == "colbert":
+        from ragtune.retriever.colbert import load_colbert
+
+        return load_colbert(
+            str(path) if path is not None else m.name,
+            dim=m.colbert_dim,
+            query_length=m.max_query_length,
+            document_length=m.max_passage_length,
+            query_expansion=m.query_expansion,
+            device=str(dist.device()),
+            trust_remote_code=m.trust_remote_code,
+            attn_implementation=cfg.train.attn_implementation,
+            dropout=cfg.train.dropout,
+        )
     model = SentenceTransformer(
         str(path) if path is not None else resolve_model(cfg.model.name),
         device=str(dist.device()),
@@ -215,6 +248,8 @@ def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[
     t, m = cfg.train, cfg.model
     dev = model.device
     targets, mask = targets.to(dev), mask.to(dev)
+    if m.kind == "colbert":
+        return _colbert_step(model, cfg, batch, queries, ptexts, targets, mask)
     chunks = [(list(dist.shard(queries)), m.max_query_length, len(queries))]
     chunks.append((list(dist.shard(ptexts)), m.max_passage_length, len(ptexts)))
     if not t.cached:
@@ -251,6 +286,24 @@ def step_loss(model: SentenceTransformer, cfg: RetrieverConfig, batch: Sequence[
     return float(loss.detach())
 
 
+def _colbert_step(model, cfg: RetrieverConfig, batch, queries, ptexts, targets, mask) -> float:
+    """One late-interaction step: token vectors of the batch's queries and passages, their MaxSim
+    matrix (sentence-transformers' ``maxsim``, differentiable), the configured loss of it."""
+    from sentence_transformers.util.similarity import maxsim
+
+    from ragtune.retriever.colbert import token_embeddings_with_graph
+
+    if dist.world_size() > 1:
+        raise UserError("model.kind=colbert trains in one process (torchrun serves model.kind=dense)")
+    with autocast(cfg.precision, model.device.type):
+        q, q_mask = token_embeddings_with_graph(model, queries, "query")
+        p, p_mask = token_embeddings_with_graph(model, ptexts, "document")
+    sim = maxsim(q.float(), p.float(), q_mask, p_mask)
+    loss = similarity_loss(cfg, sim, targets, mask, batch)
+    loss.backward()
+    return float(loss.detach())
+
+
 # ------------------------------------------------------------------------------------ validation
 
 
@@ -273,12 +326,23 @@ class Validator:
         from ragtune.retriever.index import DenseIndex
         from ragtune.retriever.model import encode_passages, encode_queries
 
+        ids = [p.id for p in self.passages]
         was_training = model.training
         model.eval()
-        pvec = encode_passages(model, [p.full_text() for p in self.passages], self.cfg, show_progress=False)
-        qvec = encode_queries(model, [q.text for q in self.queries.values()], self.cfg, show_progress=False)
-        model.train(was_training)
-        hits = DenseIndex.flat(pvec, [p.id for p in self.passages]).search(qvec, 100)
+        ptexts = [p.full_text() for p in self.passages]
+        qtexts = [q.text for q in self.queries.values()]
+        if self.cfg.model.kind == "colbert":
+            from ragtune.retriever.colbert import ColbertIndex, encode_passage_tokens, encode_query_tokens
+
+            index = ColbertIndex(encode_passage_tokens(model, ptexts, self.cfg, show_progress=False), ids)
+            qtok = encode_query_tokens(model, qtexts, self.cfg, show_progress=False)
+            model.train(was_training)
+            hits = index.search(qtok, 100)
+        else:
+            pvec = encode_passages(model, ptexts, self.cfg, show_progress=False)
+            qvec = encode_queries(model, qtexts, self.cfg, show_progress=False)
+            model.train(was_training)
+            hits = DenseIndex.flat(pvec, ids).search(qvec, 100)
         run = {qid: dict(h) for qid, h in zip(self.queries, hits, strict=True)}
         return evaluate_run(run, self.qrels, ks=(10, 100), metrics=("nDCG", "Recall", "MRR")).metrics
 
