@@ -688,6 +688,11 @@ RERANK_SCIFACT = Table(
         ("dense top 100 reranked (ragtune cross-encoder)", "rerank_scifact", "rerank_dense"),
         ("hybrid top 100 reranked (ragtune cross-encoder)", "rerank_scifact", "rerank_hybrid"),
         ("hybrid top 100 reranked (peer's cross-encoder)", "rerank_scifact", "rerank_hybrid_peer_model"),
+        ("bi-encoder distilled from the cross-encoder (Margin-MSE)", "rerank_scifact", "distilled_dense"),
+        ("distilled bi-encoder + BM25 (weighted)", "rerank_scifact", "distilled_hybrid"),
+        ("ColBERT from MiniLM (ragtune `model.kind=colbert`)", "rerank_scifact", "colbert"),
+        ("ColBERT + BM25 (weighted)", "rerank_scifact", "colbert_hybrid"),
+        ("ColBERT, peer MultiVectorEncoderTrainer", "rerank_scifact", "colbert_peer_sentence_transformers"),
         ("training: ragtune `reranker train`", "rerank_scifact", "train_ragtune"),
         (
             "training: peer CrossEncoderTrainer + ListNetLoss",

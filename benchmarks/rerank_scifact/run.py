@@ -1,8 +1,10 @@
-"""Reranker benchmark on SciFact: a cross-encoder trained by ragtune and by the peer
+"""Interaction-model benchmark on SciFact: a cross-encoder trained by ragtune and by the peer
 (sentence-transformers' CrossEncoderTrainer) on the same groups, reranking the top 100 of BM25, of
-the dense retriever and of their hybrid.
+the dense retriever and of their hybrid; with ``--distill`` the cross-encoder distilled into the
+bi-encoder; with ``--colbert`` ColBERT late interaction trained by ragtune and by the peer
+(sentence-transformers' MultiVectorEncoderTrainer).
 
-    python benchmarks/rerank_scifact/run.py [--epochs 1] [--resume]
+    python benchmarks/rerank_scifact/run.py [--epochs 1] [--resume] [--distill] [--colbert]
 
 Training data: SciFact's train qrels, 7 negatives per query mined by the zero-shot dense model
 (configs/retriever/scifact.yaml's miner); 10% of the training queries are held out for ragtune's
@@ -151,6 +153,141 @@ def distill(
     print("distilled", variants["distilled_dense"], variants["distilled_hybrid"]["metrics"], flush=True)
 
 
+def colbert(
+    args, scifact: Path, work: Path, triplets: Path, test, train, bm25_run, bm25_train, variants
+) -> None:
+    """ColBERT late interaction from MiniLM (configs/retriever/colbert_scifact.yaml, on the same
+    mined triplets, 3 hard negatives) trained by ragtune and by the peer (sentence-transformers'
+    MultiVectorEncoderTrainer) for the same epochs, batch, lr and lengths; each indexed and
+    evaluated by ragtune (exact MaxSim), ragtune's also as the weighted hybrid with BM25."""
+    from benchmarks.retriever_scifact.run import fused_variant
+    from ragtune.data.io import read_run
+    from ragtune.retriever.config import RetrieverConfig
+
+    py = sys.executable
+    recipe = ROOT / "configs/retriever/colbert_scifact.yaml"
+    ccfg = load_config(recipe, [f"data.beir_dir={scifact}"], RetrieverConfig)
+    cli = [py, "-m", "ragtune.cli"]
+    base = ["--config", str(recipe), f"data.beir_dir={scifact}"]
+
+    def evaluate(model: Path, name: str) -> tuple[dict, dict, dict]:
+        """Index the corpus with ``model``, search the test and train queries: runs and timings."""
+        index = work / f"{name}_index"
+        if not (args.resume and (index / "index" / "encoder.json").exists()):
+            child(
+                [*cli, "index", "build", *base, f"model.name={model}", f"output_dir={index}"],
+                work / f"{name}_index.log",
+            )
+        out = {}
+        for split in ("test", "train"):
+            folder = work / f"{name}_eval_{split}"
+            if not (args.resume and (folder / "summary.json").exists()):
+                child(
+                    [
+                        *cli,
+                        "retriever",
+                        "eval",
+                        *base,
+                        f"model.name={model}",
+                        f"data.split={split}",
+                        f"eval.index_dir={index / 'index'}",
+                        "eval.methods=[dense]",
+                        "eval.depth=100",
+                        f"output_dir={folder}",
+                    ],
+                    work / f"{name}_eval_{split}.log",
+                )
+            out[split] = folder
+        encoder = json.loads((index / "index" / "encoder.json").read_text())
+        timing = {
+            "corpus_encode_s": encoder["encode_s"],
+            "test_queries_encode_and_search_s": round(
+                json.loads((out["test"] / "summary.json").read_text())["seconds"]["dense"], 2
+            ),
+        }
+        return read_run(out["test"] / "run_dense.trec"), read_run(out["train"] / "run_dense.trec"), timing
+
+    out = work / "colbert"
+    if not (args.resume and (out / "train_summary.json").exists()):
+        wall, rss = child(
+            [
+                *cli,
+                "retriever",
+                "train",
+                *base,
+                f"data.triplets={triplets}",
+                "train.save_every=0",
+                f"output_dir={out}",
+            ],
+            work / "colbert.log",
+        )
+        (work / "colbert_child.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    summary = json.loads((out / "train_summary.json").read_text())
+    measured = json.loads((work / "colbert_child.json").read_text())
+    run, train_run, timing = evaluate(out / "model", "colbert")
+    t = ccfg.train
+    variants["colbert"] = {
+        "metrics": pick(evaluate_run(run, test.qrels).metrics),
+        "pairs_per_s": round(summary["pairs_per_s"], 2),
+        "train_s": round(summary["step_seconds_this_process"], 1),
+        "wall_s": round(measured["wall_s"], 1),
+        "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+        "precision": summary["hardware"]["precision"],
+        **timing,
+        "recipe": f"configs/retriever/colbert_scifact.yaml: MiniLM-L6 + fresh 128-d projection, MaxSim InfoNCE "
+        f"(temperature 1), {t.hard_negatives} hard negatives, batch {t.batch_size}, lr {t.lr}, {t.epochs} epoch(s), "
+        "queries 32 tokens with [MASK] expansion, passages 256; exact MaxSim search",
+    }
+    variants["colbert_hybrid"] = fused_variant(bm25_run, run, bm25_train, train_run, train.qrels, test.qrels)
+    peer = work / "colbert_peer"
+    if not (args.resume and (peer / "peer_stats.json").exists()):
+        wall, rss = child(
+            [
+                py,
+                str(HERE / "peer_colbert.py"),
+                str(triplets),
+                str(scifact),
+                str(peer),
+                "--negatives",
+                str(t.hard_negatives),
+                "--epochs",
+                str(t.epochs),
+                "--batch-size",
+                str(t.batch_size),
+                "--lr",
+                str(t.lr),
+                "--query-length",
+                str(ccfg.model.max_query_length),
+                "--passage-length",
+                str(ccfg.model.max_passage_length),
+                "--seed",
+                str(SEED),
+            ],
+            work / "colbert_peer.log",
+        )
+        (work / "colbert_peer_child.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    stats = json.loads((peer / "peer_stats.json").read_text())
+    measured = json.loads((work / "colbert_peer_child.json").read_text())
+    peer_run, _, _ = evaluate(peer / "model", "colbert_peer")
+    variants["colbert_peer_sentence_transformers"] = {
+        "metrics": pick(evaluate_run(peer_run, test.qrels).metrics),
+        "pairs_per_s": round(stats["pairs_per_s"], 2),
+        "train_s": round(stats["train_s"], 1),
+        "wall_s": round(measured["wall_s"], 1),
+        "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+        "examples": stats["examples"],
+        "precision": stats["precision"],
+        "recipe": "MultiVectorEncoderTrainer + MultiVectorMultipleNegativesRankingLoss (scale 1), same examples, "
+        "epochs, batch, lr, lengths and initial weights; its default dropout; bf16 where native",
+    }
+    print(
+        "colbert",
+        variants["colbert"]["metrics"],
+        variants["colbert_peer_sentence_transformers"]["metrics"],
+        flush=True,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--epochs", type=int, default=1)
@@ -160,6 +297,11 @@ def main() -> None:
         "--distill",
         action="store_true",
         help="also distil the cross-encoder into the bi-encoder (score-triplets + train.loss=margin_mse)",
+    )
+    ap.add_argument(
+        "--colbert",
+        action="store_true",
+        help="also train ColBERT (configs/retriever/colbert_scifact.yaml) and the peer's, and evaluate both",
     )
     args = ap.parse_args()
     scifact = SHARED_DATASETS / "scifact"
@@ -333,11 +475,14 @@ def main() -> None:
             bm25_train,
             variants,
         )
+    if args.colbert:
+        colbert(args, scifact, work, triplets, test, train, bm25_run, bm25_train, variants)
     rt, peer = variants["train_ragtune"], variants["train_peer_sentence_transformers"]
     out = write_result(
         "rerank_scifact",
         f"python benchmarks/rerank_scifact/run.py --epochs {args.epochs}"
-        + (" --distill" if args.distill else ""),
+        + (" --distill" if args.distill else "")
+        + (" --colbert" if args.colbert else ""),
         SEED,
         variants,
         extra={

@@ -46,6 +46,8 @@ def test_readme_quickstart_commands_run(tmp_path: Path) -> None:
         "demo-index",
         "demo-generator",
         "demo-e2e-quick",
+        "demo-reranker",
+        "demo-colbert",
     ):  # outputs of these commands
         shutil.rmtree(ROOT / "runs" / name, ignore_errors=True)
     ran = 0
