@@ -123,7 +123,16 @@ def scifact_bm25_negatives(path: Path | None = None) -> Path:
 
 def child(cmd: list[str], log: Path, cwd: Path | None = None) -> tuple[float, float]:
     """Run ``cmd`` as a child process (output to ``log``, offline); return (wall seconds, peak RSS in
-    MB of that child, from wait4)."""
+    MB of that child, from wait4). A failed child raises."""
+    wall, rss, code = child_status(cmd, log, cwd)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed; see {log}")
+    return wall, rss
+
+
+def child_status(cmd: list[str], log: Path, cwd: Path | None = None) -> tuple[float, float, int]:
+    """:func:`child` that does not raise: (wall seconds, peak RSS MB, exit code; -9 when killed,
+    e.g. by the kernel's out-of-memory killer)."""
     import subprocess
     import time
 
@@ -138,6 +147,4 @@ def child(cmd: list[str], log: Path, cwd: Path | None = None) -> tuple[float, fl
         )
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed; see {log}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)

@@ -687,9 +687,6 @@ RERANK_SCIFACT = Table(
         ("BM25 top 100 reranked (ragtune cross-encoder)", "rerank_scifact", "rerank_bm25"),
         ("dense top 100 reranked (ragtune cross-encoder)", "rerank_scifact", "rerank_dense"),
         ("hybrid top 100 reranked (ragtune cross-encoder)", "rerank_scifact", "rerank_hybrid"),
-        ("hybrid top 100 reranked (peer's cross-encoder)", "rerank_scifact", "rerank_hybrid_peer_model"),
-        ("bi-encoder distilled from the cross-encoder (Margin-MSE)", "rerank_scifact", "distilled_dense"),
-        ("distilled bi-encoder + BM25 (weighted)", "rerank_scifact", "distilled_hybrid"),
         ("ColBERT from MiniLM (ragtune `model.kind=colbert`)", "rerank_scifact", "colbert"),
         ("ColBERT + BM25 (weighted)", "rerank_scifact", "colbert_hybrid"),
         ("ColBERT, peer MultiVectorEncoderTrainer", "rerank_scifact", "colbert_peer_sentence_transformers"),
@@ -708,6 +705,14 @@ RERANK_SCIFACT = Table(
         ("train pairs/s", number("pairs_per_s", 2)),
         ("train s", number("train_s", 0)),
         ("peak RSS", megabytes()),
+        (
+            "note",
+            lambda v: (
+                f"killed by the out-of-memory killer after {v['steps_done']}/{v['steps_total']} steps"
+                if str(v.get("status", "")).startswith("failed")
+                else ""
+            ),
+        ),
     ],
 )
 

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import SHARED_DATASETS, child, write_result  # noqa: E402
+from benchmarks.common import SHARED_DATASETS, child, child_status, write_result  # noqa: E402
 from benchmarks.retriever_scifact.run import choose_fusion, dense_run, weighted  # noqa: E402
 from ragtune.config import load_config  # noqa: E402
 from ragtune.data.io import load_beir, load_triplets, triplet_to_dict, write_jsonl  # noqa: E402
@@ -170,8 +170,8 @@ def colbert(
     cli = [py, "-m", "ragtune.cli"]
     base = ["--config", str(recipe), f"data.beir_dir={scifact}"]
 
-    def evaluate(model: Path, name: str) -> tuple[dict, dict, dict]:
-        """Index the corpus with ``model``, search the test and train queries: runs and timings."""
+    def evaluate(model: Path, name: str, splits=("test", "train")) -> tuple[dict, dict | None, dict]:
+        """Index the corpus with ``model``, search the ``splits`` queries: runs and timings."""
         index = work / f"{name}_index"
         if not (args.resume and (index / "index" / "encoder.json").exists()):
             child(
@@ -179,7 +179,7 @@ def colbert(
                 work / f"{name}_index.log",
             )
         out = {}
-        for split in ("test", "train"):
+        for split in splits:
             folder = work / f"{name}_eval_{split}"
             if not (args.resume and (folder / "summary.json").exists()):
                 child(
@@ -205,7 +205,8 @@ def colbert(
                 json.loads((out["test"] / "summary.json").read_text())["seconds"]["dense"], 2
             ),
         }
-        return read_run(out["test"] / "run_dense.trec"), read_run(out["train"] / "run_dense.trec"), timing
+        train_run = read_run(out["train"] / "run_dense.trec") if "train" in out else None
+        return read_run(out["test"] / "run_dense.trec"), train_run, timing
 
     out = work / "colbert"
     if not (args.resume and (out / "train_summary.json").exists()):
@@ -268,7 +269,7 @@ def colbert(
         (work / "colbert_peer_child.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
     stats = json.loads((peer / "peer_stats.json").read_text())
     measured = json.loads((work / "colbert_peer_child.json").read_text())
-    peer_run, _, _ = evaluate(peer / "model", "colbert_peer")
+    peer_run, _, _ = evaluate(peer / "model", "colbert_peer", splits=("test",))
     variants["colbert_peer_sentence_transformers"] = {
         "metrics": pick(evaluate_run(peer_run, test.qrels).metrics),
         "pairs_per_s": round(stats["pairs_per_s"], 2),
@@ -286,6 +287,72 @@ def colbert(
         variants["colbert_peer_sentence_transformers"]["metrics"],
         flush=True,
     )
+
+
+def progress(log: Path) -> tuple[int, int, float]:
+    """The last tqdm progress a trainer's log shows: (steps done, steps in all, seconds elapsed)."""
+    import re
+
+    last = re.findall(r"(\d+)/(\d+) \[(?:(\d+):)?(\d+):(\d+)<", log.read_text(errors="replace"))
+    if not last:
+        return 0, 0, 0.0
+    done, total, h, m, sec = last[-1]
+    return int(done), int(total), 3600 * int(h or 0) + 60 * int(m) + int(sec)
+
+
+def peer_training(args, cfg, work: Path, out: Path, triplets: Path, scifact: Path, variants) -> bool:
+    """The peer's cross-encoder training (its own process). A peer that fails (it was killed by the
+    out-of-memory killer at 24 GB on a 24 GB machine) is recorded as such, with the speed of the
+    steps it finished (from its progress bar) and its peak RSS; returns whether it finished."""
+    t = cfg.train
+    record = work / "peer_child.json"
+    if not (args.resume and record.exists()):
+        wall, rss, code = child_status(
+            [
+                sys.executable,
+                str(HERE / "peer.py"),
+                *[str(triplets), str(scifact), str(out)],
+                *["--negatives", str(t.negatives), "--epochs", str(args.epochs)],
+                *["--batch-size", str(t.batch_size), "--mini-batch-size", str(t.mini_batch_size)],
+                *["--max-length", str(cfg.model.max_length), "--lr", str(t.lr), "--seed", str(SEED)],
+            ],
+            work / "peer.log",
+        )
+        record.write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss, "exit_code": code}))
+    measured = json.loads(record.read_text())
+    recipe = (
+        "CrossEncoderTrainer + ListNetLoss (one-hot labels = listwise CE), same groups, batch, "
+        "mini-batch, lr, epochs and length; bf16 where native"
+    )
+    if measured.get("exit_code", 0) != 0:
+        done, total, elapsed = progress(work / "peer.log")
+        pairs_per_step = t.batch_size * (1 + t.negatives)  # groups are full: 7 negatives each
+        variants["train_peer_sentence_transformers"] = {
+            "status": f"failed: exit code {measured['exit_code']}"
+            + (" (killed by the kernel's out-of-memory killer)" if measured["exit_code"] == -9 else ""),
+            "steps_done": done,
+            "steps_total": total,
+            "pairs_per_s": round(done * pairs_per_step / elapsed, 2) if elapsed else None,
+            "pairs_per_s_from": f"its progress bar: {done} steps of {pairs_per_step} pairs in {elapsed:.0f} s",
+            "wall_s": round(measured["wall_s"], 1) if measured.get("wall_s") is not None else None,
+            "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+            **({"peak_rss_from": measured["peak_rss_from"]} if "peak_rss_from" in measured else {}),
+            "precision": "bf16",
+            "recipe": recipe,
+        }
+        return False
+    stats = json.loads((out / "peer_stats.json").read_text())
+    variants["train_peer_sentence_transformers"] = {
+        "pairs_per_s": round(stats["pairs_per_s"], 2),
+        "train_s": round(stats["train_s"], 1),
+        "wall_s": round(measured["wall_s"], 1),
+        "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+        "groups": stats["groups"],
+        "train_loss": round(stats["train_loss"], 4),
+        "precision": stats["precision"],
+        "recipe": recipe,
+    }
+    return True
 
 
 def main() -> None:
@@ -366,32 +433,7 @@ def main() -> None:
         f"negatives, batch {t.batch_size} (chunks of {t.mini_batch_size}), lr {t.lr}, {args.epochs} epoch(s), "
         "no dropout, SDPA, validation at each epoch end",
     }
-    if not (args.resume and (runs_dir["peer"] / "peer_stats.json").exists()):
-        wall, rss = child(
-            [
-                py,
-                str(HERE / "peer.py"),
-                *[str(peer_triplets), str(scifact), str(runs_dir["peer"])],
-                *["--negatives", str(t.negatives), "--epochs", str(args.epochs)],
-                *["--batch-size", str(t.batch_size), "--mini-batch-size", str(t.mini_batch_size)],
-                *["--max-length", str(cfg.model.max_length), "--lr", str(t.lr), "--seed", str(SEED)],
-            ],
-            work / "peer.log",
-        )
-        (work / "peer_child.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
-    stats = json.loads((runs_dir["peer"] / "peer_stats.json").read_text())
-    measured = json.loads((work / "peer_child.json").read_text())
-    variants["train_peer_sentence_transformers"] = {
-        "pairs_per_s": round(stats["pairs_per_s"], 2),
-        "train_s": round(stats["train_s"], 1),
-        "wall_s": round(measured["wall_s"], 1),
-        "peak_rss_mb": round(measured["peak_rss_mb"], 1),
-        "groups": stats["groups"],
-        "train_loss": round(stats["train_loss"], 4),
-        "precision": stats["precision"],
-        "recipe": "CrossEncoderTrainer + ListNetLoss (one-hot labels = listwise CE), same groups, batch, "
-        "mini-batch, lr, epochs and length; bf16 where native",
-    }
+    peer_ok = peer_training(args, cfg, work, runs_dir["peer"], peer_triplets, scifact, variants)
     print(json.dumps(variants, indent=1), flush=True)
 
     # 3. Candidates: BM25, zero-shot dense, their weighted hybrid (weight chosen on train queries).
@@ -454,14 +496,54 @@ def main() -> None:
         "batch_size": 64,
         "max_length": cfg.model.max_length,
     }
-    peer_scores, peer_s, peer_pairs = score_union(
-        runs_dir["peer"] / "model", [hybrid], test.queries, test.corpus, "auto", work / "scores_peer.json"
-    )
-    variants["rerank_hybrid_peer_model"] = {
-        "metrics": pick(evaluate_run(reranked(hybrid, peer_scores), test.qrels).metrics),
-        "model": "peer (CrossEncoderTrainer)",
-        "pairs_per_s": round(peer_pairs / peer_s, 1),
-    }
+    if peer_ok:
+        peer_scores, peer_s, peer_pairs = score_union(
+            runs_dir["peer"] / "model", [hybrid], test.queries, test.corpus, "auto", work / "scores_peer.json"
+        )
+        variants["rerank_hybrid_peer_model"] = {
+            "metrics": pick(evaluate_run(reranked(hybrid, peer_scores), test.qrels).metrics),
+            "model": "peer (CrossEncoderTrainer)",
+            "pairs_per_s": round(peer_pairs / peer_s, 1),
+        }
+
+    def write(stages: str) -> Path:
+        """The results so far (written after every stage, so an interrupted run leaves them)."""
+        rt, peer = variants["train_ragtune"], variants["train_peer_sentence_transformers"]
+        summary = {
+            "training_speedup_vs_peer": round(rt["pairs_per_s"] / peer["pairs_per_s"], 2),
+            "training_rss_ratio_vs_peer": round(rt["peak_rss_mb"] / peer["peak_rss_mb"], 2),
+            "peer_training_finished": peer_ok,
+            "stages": stages,
+            "targets": {
+                "reranked_hybrid_nDCG@10": 0.77,
+                "training_speedup": 2.0,
+                "rss_ratio": 0.5,
+                "distilled_dense_nDCG@10": 0.74,
+                "colbert_nDCG@10": 0.74,
+            },
+        }
+        if peer_ok:
+            summary["reranked_hybrid_nDCG@10_ragtune_minus_peer"] = round(
+                variants["rerank_hybrid"]["metrics"]["nDCG@10"]
+                - variants["rerank_hybrid_peer_model"]["metrics"]["nDCG@10"],
+                4,
+            )
+        return write_result(
+            "rerank_scifact",
+            f"python benchmarks/rerank_scifact/run.py --epochs {args.epochs}"
+            + (" --distill" if args.distill else "")
+            + (" --colbert" if args.colbert else ""),
+            SEED,
+            variants,
+            extra={"summary": summary},
+        )
+
+    stages = ["rerank"]
+    out = write(", ".join(stages))
+    if args.colbert:
+        colbert(args, scifact, work, triplets, test, train, bm25_run, bm25_train, variants)
+        stages.append("colbert")
+        out = write(", ".join(stages))
     if args.distill:
         distill(
             args,
@@ -475,29 +557,8 @@ def main() -> None:
             bm25_train,
             variants,
         )
-    if args.colbert:
-        colbert(args, scifact, work, triplets, test, train, bm25_run, bm25_train, variants)
-    rt, peer = variants["train_ragtune"], variants["train_peer_sentence_transformers"]
-    out = write_result(
-        "rerank_scifact",
-        f"python benchmarks/rerank_scifact/run.py --epochs {args.epochs}"
-        + (" --distill" if args.distill else "")
-        + (" --colbert" if args.colbert else ""),
-        SEED,
-        variants,
-        extra={
-            "summary": {
-                "training_speedup_vs_peer": round(rt["pairs_per_s"] / peer["pairs_per_s"], 2),
-                "training_rss_ratio_vs_peer": round(rt["peak_rss_mb"] / peer["peak_rss_mb"], 2),
-                "reranked_hybrid_nDCG@10_ragtune_minus_peer": round(
-                    variants["rerank_hybrid"]["metrics"]["nDCG@10"]
-                    - variants["rerank_hybrid_peer_model"]["metrics"]["nDCG@10"],
-                    4,
-                ),
-                "targets": {"reranked_hybrid_nDCG@10": 0.77, "training_speedup": 2.0, "rss_ratio": 0.5},
-            }
-        },
-    )
+        stages.append("distill")
+        out = write(", ".join(stages))
     print(json.dumps(json.loads(out.read_text())["summary"], indent=1))
     print("written to", out)
 

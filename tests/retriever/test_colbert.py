@@ -40,7 +40,7 @@ def test_maxsim_search_equals_brute_force_and_the_index_round_trips(tmp_path: Pa
     queries = [unit(int(n)) for n in (3, 5, 1)]
     ids = [f"d{i}" for i in range(30)]
     index = ColbertIndex(docs, ids)
-    hits = index.search(queries, 7, chunk_passages=4)  # several chunks
+    hits = index.search(queries, 7, chunk_passages=4, chunk_queries=2)  # several chunks each way
     for q, row in zip(queries, hits, strict=True):
         brute = sorted(((ids[i], _brute_maxsim(q, d)) for i, d in enumerate(docs)), key=lambda x: -x[1])[:7]
         assert [pid for pid, _ in row] == [pid for pid, _ in brute]
