@@ -148,3 +148,78 @@ def child_status(cmd: list[str], log: Path, cwd: Path | None = None) -> tuple[fl
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+
+
+def peer_parser(*, negatives: int, batch_size: int, lr: float):
+    """The arguments every sentence-transformers peer trainer script takes: TRIPLETS.jsonl, BEIR_DIR
+    and OUT_DIR, then ``--negatives``, ``--epochs``, ``--batch-size``, ``--lr``, ``--seed`` and
+    ``--precision`` (``auto``: the peer's best precision on the CPU at hand)."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("triplets", type=Path)
+    ap.add_argument("beir", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--negatives", type=int, default=negatives)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=batch_size)
+    ap.add_argument("--lr", type=float, default=lr)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    return ap
+
+
+def peer_triplets(args) -> list:
+    """The peer's training triplets, read with ragtune's own loader (the same rows ragtune trains on)."""
+    from ragtune.data.io import load_corpus, load_queries, load_triplets
+
+    corpus, queries = load_corpus(args.beir / "corpus.jsonl"), load_queries(args.beir / "queries.jsonl")
+    return load_triplets(args.triplets, corpus, queries)
+
+
+def peer_bf16(args) -> bool:
+    """Whether the peer trains under bf16 mixed precision: ``--precision`` as ragtune resolves it."""
+    from ragtune.precision import resolve_precision
+
+    return resolve_precision(args.precision, "cpu") == "bf16"
+
+
+def peer_training_args(cls, args, logging_steps: int):
+    """``cls`` (a sentence-transformers ``*TrainingArguments``) set as every peer run is: CPU, the
+    script's epochs / batch size / lr / seed / precision, 10% warm-up, no checkpoints, no reporting."""
+    return cls(
+        output_dir=str(args.out / "trainer"),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr,
+        warmup_steps=0.1,  # a float is a ratio in transformers 5
+        bf16=peer_bf16(args),
+        seed=args.seed,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=logging_steps,
+        use_cpu=True,
+    )
+
+
+def run_peer(trainer, model, args, pairs: int, **extra: Any) -> dict[str, Any]:
+    """Time ``trainer.train()``, save ``model`` to OUT_DIR/model, and write (and print)
+    OUT_DIR/peer_stats.json: train_s, pairs, pairs_per_s, steps, train_loss, precision, ``extra``."""
+    import time
+
+    start = time.perf_counter()
+    result = trainer.train()
+    train_s = time.perf_counter() - start
+    model.save(str(args.out / "model"))
+    stats = {
+        "train_s": train_s,
+        "pairs": pairs,
+        "pairs_per_s": pairs / train_s,
+        **extra,
+        "steps": result.global_step,
+        "train_loss": result.training_loss,
+        "precision": "bf16" if peer_bf16(args) else "fp32",
+    }
+    (args.out / "peer_stats.json").write_text(json.dumps(stats, indent=2))
+    print(json.dumps(stats))
+    return stats

@@ -54,6 +54,18 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def set_dropout(model, p: float | None):
+    """Set every dropout module's probability to ``p`` (``None`` leaves the model as it is).
+    Returns the model."""
+    if p is not None:
+        import torch
+
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = p
+    return model
+
+
 def _smollm2_folder() -> Path:
     """Dequantise the packaged SmolLM2 GGUF once into a transformers folder and return that folder."""
     target = cache_dir() / "models" / "SmolLM2-135M-Instruct"

@@ -138,6 +138,30 @@ def inference_dtype(precision: str, device: str | torch.device | None = None) ->
     return torch.bfloat16 if resolve_precision(precision, device) == "bf16" else torch.float32
 
 
+def cast_for_inference(model: torch.nn.Module, precision: str, device: str | torch.device | None = None):
+    """Cast an inference-only model's weights to bf16 when ``precision`` resolves to bf16 on
+    ``device``; leave them fp32 otherwise. Returns the model."""
+    import torch
+
+    dtype = inference_dtype(precision, device or "cpu")
+    if dtype != torch.float32:
+        model.to(dtype)
+    return model
+
+
+def inference_context(model: torch.nn.Module, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """No-grad inference for ``model``: under bf16 autocast when ``precision`` resolves to bf16 on
+    the model's device and its weights are still fp32 (bf16 weights compute in bf16 already)."""
+    import torch
+
+    param = next(model.parameters())
+    stack = contextlib.ExitStack()
+    if param.dtype == torch.float32:
+        stack.enter_context(autocast(precision, param.device.type))
+    stack.enter_context(torch.inference_mode())
+    return stack
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` says)."""
     try:
@@ -199,9 +223,11 @@ __all__ = [
     "Precision",
     "Resolved",
     "autocast",
+    "cast_for_inference",
     "cpu_model",
     "describe",
     "hardware",
+    "inference_context",
     "inference_dtype",
     "native_bf16",
     "resolve_precision",

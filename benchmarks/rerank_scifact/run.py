@@ -81,6 +81,26 @@ def reranked(run: dict, scores: dict) -> dict:
     return {q: {p: scores[(q, p)] for p in ps} for q, ps in top(run, TOP_N).items()}
 
 
+def stage(args, cmd: list[str], work: Path, name: str, done: Path) -> dict[str, float]:
+    """Run one stage's child process (log ``work/NAME.log``) unless ``--resume`` finds ``done`` and
+    its record; the record (``work/NAME_child.json``: wall seconds, peak RSS MB) is returned."""
+    record = work / f"{name}_child.json"
+    if not (args.resume and done.exists() and record.exists()):
+        wall, rss = child(cmd, work / f"{name}.log")
+        record.write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    return json.loads(record.read_text())
+
+
+def cost(pairs_per_s: float, train_s: float, measured: dict[str, float]) -> dict[str, float]:
+    """A trainer's speed and cost fields: pairs/s, training seconds, wall seconds, peak RSS MB."""
+    return {
+        "pairs_per_s": round(pairs_per_s, 2),
+        "train_s": round(train_s, 1),
+        "wall_s": round(measured["wall_s"], 1),
+        "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+    }
+
+
 def distill(
     args,
     scifact: Path,
@@ -103,15 +123,17 @@ def distill(
     py = sys.executable
     recipe = ROOT / "configs/retriever/scifact.yaml"
     scored = work / "distill_triplets.jsonl"
-    if not (args.resume and scored.exists()):
-        wall, rss = child(
-            [
-                *[py, "-m", "ragtune.cli", "retriever", "score-triplets", "--config", str(recipe)],
-                *[f"data.beir_dir={scifact}", f"data.triplets={triplets}", f"distill.teacher={teacher}"],
-                f"distill.out={scored}",
-            ],
-            work / "score_triplets.log",
-        )
+    stage(
+        args,
+        [
+            *[py, "-m", "ragtune.cli", "retriever", "score-triplets", "--config", str(recipe)],
+            *[f"data.beir_dir={scifact}", f"data.triplets={triplets}", f"distill.teacher={teacher}"],
+            f"distill.out={scored}",
+        ],
+        work,
+        "score_triplets",
+        scored,
+    )
     stats = json.loads(Path(str(scored) + ".stats.json").read_text())
     variants["teacher_scoring"] = {
         k: stats[k]
@@ -124,25 +146,22 @@ def distill(
         )
     }
     out = work / "distilled"
-    if not (args.resume and (out / "train_summary.json").exists()):
-        wall, rss = child(
-            [
-                *[py, "-m", "ragtune.cli", "retriever", "train", "--config", str(recipe)],
-                *[f"data.beir_dir={scifact}", f"data.triplets={scored}", "train.loss=margin_mse"],
-                *["train.save_every=0", f"output_dir={out}"],
-            ],
-            work / "distilled.log",
-        )
-        (work / "distilled_child.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    measured = stage(
+        args,
+        [
+            *[py, "-m", "ragtune.cli", "retriever", "train", "--config", str(recipe)],
+            *[f"data.beir_dir={scifact}", f"data.triplets={scored}", "train.loss=margin_mse"],
+            *["train.save_every=0", f"output_dir={out}"],
+        ],
+        work,
+        "distilled",
+        out / "train_summary.json",
+    )
     summary = json.loads((out / "train_summary.json").read_text())
-    measured = json.loads((work / "distilled_child.json").read_text())
     run, _, train_run = dense_run(str(out / "model"), test, "auto", train=train)
     variants["distilled_dense"] = {
         "metrics": pick(evaluate_run(run, test.qrels).metrics),
-        "pairs_per_s": round(summary["pairs_per_s"], 2),
-        "train_s": round(summary["step_seconds_this_process"], 1),
-        "wall_s": round(measured["wall_s"], 1),
-        "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+        **cost(summary["pairs_per_s"], summary["step_seconds_this_process"], measured),
         "recipe": "configs/retriever/scifact.yaml + train.loss=margin_mse (in_batch_weight 1), teacher-denoised negatives",
         "hard_label_baseline_nDCG@10": 0.7286,
         "baseline_source": "benchmarks/results/retriever_scifact.json ragtune_finetuned (same recipe, hard labels)",
@@ -209,30 +228,27 @@ def colbert(
         return read_run(out["test"] / "run_dense.trec"), train_run, timing
 
     out = work / "colbert"
-    if not (args.resume and (out / "train_summary.json").exists()):
-        wall, rss = child(
-            [
-                *cli,
-                "retriever",
-                "train",
-                *base,
-                f"data.triplets={triplets}",
-                "train.save_every=0",
-                f"output_dir={out}",
-            ],
-            work / "colbert.log",
-        )
-        (work / "colbert_child.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    measured = stage(
+        args,
+        [
+            *cli,
+            "retriever",
+            "train",
+            *base,
+            f"data.triplets={triplets}",
+            "train.save_every=0",
+            f"output_dir={out}",
+        ],
+        work,
+        "colbert",
+        out / "train_summary.json",
+    )
     summary = json.loads((out / "train_summary.json").read_text())
-    measured = json.loads((work / "colbert_child.json").read_text())
     run, train_run, timing = evaluate(out / "model", "colbert")
     t = ccfg.train
     variants["colbert"] = {
         "metrics": pick(evaluate_run(run, test.qrels).metrics),
-        "pairs_per_s": round(summary["pairs_per_s"], 2),
-        "train_s": round(summary["step_seconds_this_process"], 1),
-        "wall_s": round(measured["wall_s"], 1),
-        "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+        **cost(summary["pairs_per_s"], summary["step_seconds_this_process"], measured),
         "precision": summary["hardware"]["precision"],
         **timing,
         "recipe": f"configs/retriever/colbert_scifact.yaml: MiniLM-L6 + fresh 128-d projection, MaxSim InfoNCE "
@@ -241,41 +257,38 @@ def colbert(
     }
     variants["colbert_hybrid"] = fused_variant(bm25_run, run, bm25_train, train_run, train.qrels, test.qrels)
     peer = work / "colbert_peer"
-    if not (args.resume and (peer / "peer_stats.json").exists()):
-        wall, rss = child(
-            [
-                py,
-                str(HERE / "peer_colbert.py"),
-                str(triplets),
-                str(scifact),
-                str(peer),
-                "--negatives",
-                str(t.hard_negatives),
-                "--epochs",
-                str(t.epochs),
-                "--batch-size",
-                str(t.batch_size),
-                "--lr",
-                str(t.lr),
-                "--query-length",
-                str(ccfg.model.max_query_length),
-                "--passage-length",
-                str(ccfg.model.max_passage_length),
-                "--seed",
-                str(SEED),
-            ],
-            work / "colbert_peer.log",
-        )
-        (work / "colbert_peer_child.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    measured = stage(
+        args,
+        [
+            py,
+            str(HERE / "peer_colbert.py"),
+            str(triplets),
+            str(scifact),
+            str(peer),
+            "--negatives",
+            str(t.hard_negatives),
+            "--epochs",
+            str(t.epochs),
+            "--batch-size",
+            str(t.batch_size),
+            "--lr",
+            str(t.lr),
+            "--query-length",
+            str(ccfg.model.max_query_length),
+            "--passage-length",
+            str(ccfg.model.max_passage_length),
+            "--seed",
+            str(SEED),
+        ],
+        work,
+        "colbert_peer",
+        peer / "peer_stats.json",
+    )
     stats = json.loads((peer / "peer_stats.json").read_text())
-    measured = json.loads((work / "colbert_peer_child.json").read_text())
     peer_run, _, _ = evaluate(peer / "model", "colbert_peer", splits=("test",))
     variants["colbert_peer_sentence_transformers"] = {
         "metrics": pick(evaluate_run(peer_run, test.qrels).metrics),
-        "pairs_per_s": round(stats["pairs_per_s"], 2),
-        "train_s": round(stats["train_s"], 1),
-        "wall_s": round(measured["wall_s"], 1),
-        "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+        **cost(stats["pairs_per_s"], stats["train_s"], measured),
         "examples": stats["examples"],
         "precision": stats["precision"],
         "recipe": "MultiVectorEncoderTrainer + MultiVectorMultipleNegativesRankingLoss (scale 1), same examples, "
@@ -343,10 +356,7 @@ def peer_training(args, cfg, work: Path, out: Path, triplets: Path, scifact: Pat
         return False
     stats = json.loads((out / "peer_stats.json").read_text())
     variants["train_peer_sentence_transformers"] = {
-        "pairs_per_s": round(stats["pairs_per_s"], 2),
-        "train_s": round(stats["train_s"], 1),
-        "wall_s": round(measured["wall_s"], 1),
-        "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+        **cost(stats["pairs_per_s"], stats["train_s"], measured),
         "groups": stats["groups"],
         "train_loss": round(stats["train_loss"], 4),
         "precision": stats["precision"],
@@ -385,7 +395,7 @@ def main() -> None:
     # 1. Negatives: the zero-shot dense miner, 7 per query.
     triplets = work / "triplets.jsonl"
     if not (args.resume and triplets.exists()):
-        wall, rss = child(
+        wall, _ = child(
             [
                 *ragtune,
                 *["retriever", "mine", "--config", str(ROOT / "configs/retriever/scifact.yaml")],
@@ -407,24 +417,21 @@ def main() -> None:
 
     # 2. ragtune's reranker and the peer's, same groups, batch, lr, epochs, length.
     runs_dir = {"ragtune": work / "ragtune", "peer": work / "peer"}
-    if not (args.resume and (runs_dir["ragtune"] / "train_summary.json").exists()):
-        wall, rss = child(
-            [
-                *ragtune,
-                *["reranker", "train", "--config", str(args.config)],
-                *[f"data.beir_dir={scifact}", f"data.triplets={triplets}", f"train.epochs={args.epochs}"],
-                f"output_dir={runs_dir['ragtune']}",
-            ],
-            work / "ragtune.log",
-        )
-        (work / "ragtune_child.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    measured = stage(
+        args,
+        [
+            *ragtune,
+            *["reranker", "train", "--config", str(args.config)],
+            *[f"data.beir_dir={scifact}", f"data.triplets={triplets}", f"train.epochs={args.epochs}"],
+            f"output_dir={runs_dir['ragtune']}",
+        ],
+        work,
+        "ragtune",
+        runs_dir["ragtune"] / "train_summary.json",
+    )
     summary = json.loads((runs_dir["ragtune"] / "train_summary.json").read_text())
-    measured = json.loads((work / "ragtune_child.json").read_text())
     variants["train_ragtune"] = {
-        "pairs_per_s": round(summary["pairs_per_s"], 2),
-        "train_s": round(summary["step_seconds_this_process"], 1),
-        "wall_s": round(measured["wall_s"], 1),
-        "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+        **cost(summary["pairs_per_s"], summary["step_seconds_this_process"], measured),
         "groups": summary["groups"],
         "loss": summary["loss"],
         "best_validation": summary["best"],

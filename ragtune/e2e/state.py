@@ -23,6 +23,7 @@ from ragtune.errors import UserError
 from ragtune.generator.collator import gold_passages, load_corpus_arg
 from ragtune.generator.prompt import PromptEncoder
 from ragtune.generator.scoring import answer_logprobs
+from ragtune.models import set_dropout
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,7 @@ class Retriever:
         r = cfg.retriever
         device = str(dist.device())
         start = str(checkpoint / "query_encoder") if checkpoint else (r.query_model or r.model)
-        self.query = load_encoder(start, device)
-        for module in self.query.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
+        self.query = set_dropout(load_encoder(start, device), 0.0)
         self.query.eval()  # no dropout: eval mode also skips its mask work
         self.passage = self.query if r.mode == "both" else load_encoder(r.model, device)
         if r.mode == "query":

@@ -26,7 +26,7 @@ from ragtune.generator.collator import PassageSource, load_corpus_arg
 from ragtune.generator.config import GenerateConfig, GeneratorConfig
 from ragtune.generator.model import load_tokenizer, load_trained
 from ragtune.generator.prompt import PromptEncoder
-from ragtune.precision import inference_dtype
+from ragtune.precision import cast_for_inference
 
 
 def left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,9 +134,7 @@ class Generator:
         self.tokenizer = tokenizer or load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
         self.model = model if model is not None else load_trained(path, cfg.model)
         self.model.eval()
-        dtype = inference_dtype(cfg.precision, next(self.model.parameters()).device)
-        if dtype != torch.float32:
-            self.model.to(dtype)
+        cast_for_inference(self.model, cfg.precision, next(self.model.parameters()).device)
         self.enc = PromptEncoder(self.tokenizer, cfg.prompt, cfg.model.max_length)
         self.stats: dict[str, float] = {}
 

@@ -8,7 +8,6 @@ trained folder reloads with ``sentence_transformers.CrossEncoder(path)``, withou
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -19,8 +18,8 @@ import torch
 from sentence_transformers import CrossEncoder
 
 from ragtune.errors import UserError
-from ragtune.models import resolve_model
-from ragtune.precision import autocast, inference_dtype
+from ragtune.models import resolve_model, set_dropout
+from ragtune.precision import cast_for_inference, inference_context
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +67,7 @@ def load_cross_encoder(
             lg.setLevel(level)
     if model.num_labels != 1:
         raise ValueError(f"{name}: a reranker needs one output logit, this model has {model.num_labels}")
-    if dropout is not None:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = dropout
-    dtype = inference_dtype(precision, device or "cpu")
-    if dtype != torch.float32:
-        model.to(dtype)
-    return model
+    return cast_for_inference(set_dropout(model, dropout), precision, device)
 
 
 def _check_trained(name: str) -> None:
@@ -110,10 +102,7 @@ def score_pairs(
     sorts them), under bf16 autocast when ``precision`` resolves to bf16 and the weights are fp32."""
     if not pairs:
         return np.zeros(0)
-    device_type = "cuda" if str(model.device).startswith("cuda") else "cpu"
-    fp32_weights = next(model.parameters()).dtype == torch.float32
-    ctx = autocast(precision, device_type) if fp32_weights else contextlib.nullcontext()
-    with ctx:
+    with inference_context(model, precision):
         scores = model.predict(
             list(pairs),
             batch_size=batch_size,

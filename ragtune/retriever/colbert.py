@@ -17,7 +17,6 @@ searched exactly by MaxSim against every passage in bounded chunks.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
@@ -28,8 +27,8 @@ import numpy as np
 import torch
 
 from ragtune.data.io import atomic_write_text
-from ragtune.models import resolve_model
-from ragtune.precision import autocast, inference_dtype
+from ragtune.models import resolve_model, set_dropout
+from ragtune.precision import cast_for_inference, inference_context
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +109,7 @@ def load_colbert(
     word.query_expansion = None
     word.query_length, word.document_length = query_length, document_length
     word.query_expansion = expansion
-    if dropout is not None:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = dropout
-    dtype = inference_dtype(precision, device or "cpu")
-    if dtype != torch.float32:
-        model.to(dtype)
-    return model
+    return cast_for_inference(set_dropout(model, dropout), precision, device)
 
 
 def token_embeddings_with_graph(model, texts: list[str], task: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,10 +135,7 @@ def encode_tokens(
     ``task``; under bf16 autocast when ``precision`` resolves to bf16 and the weights are fp32."""
     if not texts:
         return []
-    device_type = "cuda" if str(model.device).startswith("cuda") else "cpu"
-    fp32_weights = next(model.parameters()).dtype == torch.float32
-    ctx = autocast(precision, device_type) if fp32_weights else contextlib.nullcontext()
-    with ctx, torch.inference_mode():
+    with inference_context(model, precision):
         out = model.encode(
             [prefix + t for t in texts],
             task=task,
@@ -161,31 +150,27 @@ def encode_tokens(
     return vectors
 
 
-def encode_passage_tokens(model, texts: Sequence[str], cfg, show_progress: bool = True) -> list[np.ndarray]:
-    """Passages' token vectors with a retriever config's passage prefix, batch size and precision
-    (the length is the model's ``document_length``, set from ``model.max_passage_length``)."""
+def _encode_configured(model, texts: Sequence[str], cfg, task: str, prefix: str, show_progress: bool):
     return encode_tokens(
         model,
         texts,
-        task="document",
-        prefix=cfg.model.passage_prefix,
+        task=task,
+        prefix=prefix,
         batch_size=cfg.eval.batch_size,
         precision=cfg.precision,
         show_progress=show_progress,
     )
+
+
+def encode_passage_tokens(model, texts: Sequence[str], cfg, show_progress: bool = True) -> list[np.ndarray]:
+    """Passages' token vectors with a retriever config's passage prefix, batch size and precision
+    (the length is the model's ``document_length``, set from ``model.max_passage_length``)."""
+    return _encode_configured(model, texts, cfg, "document", cfg.model.passage_prefix, show_progress)
 
 
 def encode_query_tokens(model, texts: Sequence[str], cfg, show_progress: bool = True) -> list[np.ndarray]:
     """Queries' token vectors with a retriever config's query prefix, batch size and precision."""
-    return encode_tokens(
-        model,
-        texts,
-        task="query",
-        prefix=cfg.model.query_prefix,
-        batch_size=cfg.eval.batch_size,
-        precision=cfg.precision,
-        show_progress=show_progress,
-    )
+    return _encode_configured(model, texts, cfg, "query", cfg.model.query_prefix, show_progress)
 
 
 def load_trained_colbert(cfg, name: str | None = None, device: str | None = None):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,7 +9,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from ragtune.models import resolve_model
-from ragtune.precision import autocast, inference_dtype
+from ragtune.precision import cast_for_inference, inference_context
 from ragtune.retriever.config import RetrieverConfig
 
 
@@ -43,10 +42,7 @@ def load_encoder(
         trust_remote_code=trust_remote_code,
         model_kwargs={"use_safetensors": True},
     )
-    dtype = inference_dtype(precision, device or "cpu")
-    if dtype != torch.float32:
-        model.to(dtype)
-    return model
+    return cast_for_inference(model, precision, device)
 
 
 def encode(
@@ -66,10 +62,7 @@ def encode(
     autocast (with bf16 weights it is bf16 already); the output is float32.
     """
     model.max_seq_length = max_length
-    device_type = "cuda" if str(model.device).startswith("cuda") else "cpu"
-    fp32_weights = next(model.parameters()).dtype == torch.float32
-    ctx = autocast(precision, device_type) if fp32_weights else contextlib.nullcontext()
-    with ctx, torch.inference_mode():
+    with inference_context(model, precision):
         vectors = model.encode(
             [prefix + t for t in texts],
             batch_size=batch_size,

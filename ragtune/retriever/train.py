@@ -42,7 +42,7 @@ from ragtune.data.io import DataError, load_beir, load_triplets
 from ragtune.data.schema import Passage, Query, Triplet
 from ragtune.errors import UserError
 from ragtune.eval.ir import evaluate_run
-from ragtune.models import resolve_model
+from ragtune.models import resolve_model, set_dropout
 from ragtune.precision import autocast
 from ragtune.retriever.config import RetrieverConfig
 from ragtune.retriever.losses import (
@@ -218,11 +218,7 @@ def load_for_training(cfg: RetrieverConfig, path: str | Path | None = None) -> S
         trust_remote_code=cfg.model.trust_remote_code,
         model_kwargs={"attn_implementation": cfg.train.attn_implementation, "use_safetensors": True},
     )
-    if cfg.train.dropout is not None:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = cfg.train.dropout
-    return model
+    return set_dropout(model, cfg.train.dropout)
 
 
 def _batch_tensors(cfg: RetrieverConfig, batch: Sequence[Example]):

@@ -25,6 +25,16 @@ from ragtune.retriever.config import RetrieverConfig
 from tests.conftest import DEMO, killed_after_checkpoints
 
 
+def _tokens(model, texts: list[str], task: str) -> list[np.ndarray]:
+    """Token vectors as the brute-force checks compute them: fp32, no progress bar."""
+    return encode_tokens(model, texts, task=task, precision="fp32", show_progress=False)
+
+
+def _tiny_cli(group: str, command: str, *overrides: str) -> int:
+    """``ragtune GROUP COMMAND --config configs/tiny/retriever.yaml OVERRIDES...``'s exit code."""
+    return main([group, command, "--config", "configs/tiny/retriever.yaml", *overrides])
+
+
 def _brute_maxsim(q: np.ndarray, d: np.ndarray) -> float:
     return float(sum(max(float(qi @ dj) for dj in d) for qi in q))
 
@@ -60,20 +70,13 @@ def test_maxsim_search_equals_brute_force_and_the_index_round_trips(tmp_path: Pa
 def test_the_model_is_a_multi_vector_encoder_with_query_expansion(tiny_encoder: Path) -> None:
     torch.manual_seed(0)
     model = load_colbert(str(tiny_encoder), dim=16, query_length=12, document_length=40)
-    q = encode_tokens(model, ["what is a bond"], task="query", precision="fp32", show_progress=False)[0]
-    d = encode_tokens(
-        model, ["a bond is a loan " * 20], task="document", precision="fp32", show_progress=False
-    )[0]
+    q = _tokens(model, ["what is a bond"], "query")[0]
+    d = _tokens(model, ["a bond is a loan " * 20], "document")[0]
     assert q.shape == (12, 16)  # padded to the query length with [MASK] tokens, all scored
     assert d.shape[1] == 16 and d.shape[0] <= 40
     np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0, rtol=1e-5)
     plain = load_colbert(str(tiny_encoder), dim=16, query_length=12, query_expansion=False)
-    assert (
-        encode_tokens(plain, ["what is a bond"], task="query", precision="fp32", show_progress=False)[
-            0
-        ].shape[0]
-        < 12
-    )
+    assert _tokens(plain, ["what is a bond"], "query")[0].shape[0] < 12
 
 
 def _cfg(tmp_path: Path, encoder: Path, *extra: str) -> RetrieverConfig:
@@ -133,8 +136,8 @@ def test_training_lowers_the_loss_resumes_and_loads_without_ragtune(
     probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     theirs = json.loads(probe.stdout.strip().splitlines()[-1])[0]
     model = load_colbert(str(full / "model"), query_length=16, document_length=64)
-    q = encode_tokens(model, texts[:1], task="query", precision="fp32", show_progress=False)
-    d = encode_tokens(model, texts[1:], task="document", precision="fp32", show_progress=False)
+    q = _tokens(model, texts[:1], "query")
+    d = _tokens(model, texts[1:], "document")
     ours = [_brute_maxsim(q[0], x) for x in d]
     assert theirs == pytest.approx(ours, abs=1e-4)
 
@@ -162,33 +165,15 @@ def test_eval_and_index_search_with_maxsim_through_the_cli(tmp_path: Path, tiny_
         "eval.depth=20",
         "eval.ks=[1,5,10]",
     ]
-    assert (
-        main(
-            [
-                "retriever",
-                "eval",
-                "--config",
-                "configs/tiny/retriever.yaml",
-                *common,
-                f"output_dir={tmp_path / 'ev'}",
-            ]
-        )
-        == 0
-    )
+    assert _tiny_cli("retriever", "eval", *common, f"output_dir={tmp_path / 'ev'}") == 0
     run = read_run(tmp_path / "ev" / "run_dense.trec")
     data = load_beir(DEMO, "test")
     queries = data.split_queries()
     model = load_colbert(str(folder), query_length=16, document_length=64)
     pids = list(data.corpus)
-    dvec = encode_tokens(
-        model,
-        [p.full_text() for p in data.corpus.values()],
-        task="document",
-        precision="fp32",
-        show_progress=False,
-    )
+    dvec = _tokens(model, [p.full_text() for p in data.corpus.values()], "document")
     for qid in list(queries)[:5]:  # the run's top 5 are the brute-force MaxSim top 5
-        qv = encode_tokens(model, [queries[qid].text], task="query", precision="fp32", show_progress=False)[0]
+        qv = _tokens(model, [queries[qid].text], "query")[0]
         brute = sorted(
             ((pid, _brute_maxsim(qv, d)) for pid, d in zip(pids, dvec, strict=True)), key=lambda x: -x[1]
         )
@@ -201,9 +186,7 @@ def test_eval_and_index_search_with_maxsim_through_the_cli(tmp_path: Path, tiny_
 
     # index build + index search: the same ranking as eval's.
     out = tmp_path / "ix"
-    assert (
-        main(["index", "build", "--config", "configs/tiny/retriever.yaml", *common, f"output_dir={out}"]) == 0
-    )
+    assert _tiny_cli("index", "build", *common, f"output_dir={out}") == 0
     assert json.loads((out / "index" / "encoder.json").read_text())["kind"] == "colbert"
     trec = tmp_path / "search.trec"
     assert (
@@ -238,17 +221,13 @@ def test_colbert_errors_are_clear(tmp_path: Path, tiny_encoder: Path, capsys) ->
     with pytest.raises(ValueError, match=r"train\.cached"):
         _cfg(tmp_path, tiny_encoder, "train.cached=true")
     assert (
-        main(
-            [
-                "retriever",
-                "eval",
-                "--config",
-                "configs/tiny/retriever.yaml",
-                f"model.name={tiny_encoder}",
-                "model.kind=colbert",
-                "eval.methods=[dense]",
-                f"output_dir={tmp_path / 'e'}",
-            ]
+        _tiny_cli(
+            "retriever",
+            "eval",
+            f"model.name={tiny_encoder}",
+            "model.kind=colbert",
+            "eval.methods=[dense]",
+            f"output_dir={tmp_path / 'e'}",
         )
         == 2
     )
