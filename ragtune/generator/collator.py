@@ -119,21 +119,27 @@ class PassageSource:
         return self._bm25
 
     def dense(self):
-        """``(encoder, index)`` over the passages, built on first use."""
+        """``(encoder, index)`` over the passages, built on first use: a ``DenseIndex`` of the
+        bi-encoder ``cfg.retriever``, or a ``ColbertIndex`` (exact MaxSim) when that names a saved
+        late-interaction model (``retriever train model.kind=colbert`` writes one)."""
         if self._dense is None:
+            from ragtune.retriever import colbert
             from ragtune.retriever.index import DenseIndex
             from ragtune.retriever.model import encode, load_encoder
 
             passages = self.passages_by_id
             if not passages:
                 raise UserError("dense passages or distractors need data.corpus or contexts in the data")
+            texts = [p.full_text() for p in passages.values()]
+            if colbert.is_multi_vector(self.cfg.retriever):
+                model = colbert.load_saved_colbert(self.cfg.retriever, precision=self.precision)
+                vectors = colbert.encode_tokens(
+                    model, texts, task="document", precision=self.precision, show_progress=False
+                )
+                self._dense = (model, colbert.ColbertIndex(vectors, list(passages)))
+                return self._dense
             model = load_encoder(self.cfg.retriever, precision=self.precision)
-            vectors = encode(
-                model,
-                [p.full_text() for p in passages.values()],
-                precision=self.precision,
-                show_progress=False,
-            )
+            vectors = encode(model, texts, precision=self.precision, show_progress=False)
             self._dense = (model, DenseIndex.flat(vectors, list(passages)))
         return self._dense
 
@@ -160,9 +166,15 @@ class PassageSource:
 
     def _hits(self, questions: Sequence[str], k: int, method: str) -> list[list[tuple[str, float]]]:
         if method == "dense":
+            from ragtune.retriever.colbert import ColbertIndex, encode_tokens
             from ragtune.retriever.model import encode
 
             model, index = self.dense()
+            if isinstance(index, ColbertIndex):
+                queries = encode_tokens(
+                    model, list(questions), task="query", precision=self.precision, show_progress=False
+                )
+                return index.search(queries, k)
             qvec = encode(
                 model, list(questions), max_length=64, precision=self.precision, show_progress=False
             )

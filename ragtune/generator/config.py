@@ -141,7 +141,8 @@ class DataConfig:
     )
     top_k: int = setting(3, help="passages retrieved per question (passages=bm25 or dense)")
     retriever: str = setting(
-        "sentence-transformers/all-MiniLM-L6-v2", help="bi-encoder for dense passages / distractors"
+        "sentence-transformers/all-MiniLM-L6-v2",
+        help="bi-encoder for dense passages / distractors (a saved ColBERT folder: exact MaxSim)",
     )
     reranker: str | None = setting(
         None,

@@ -173,6 +173,22 @@ def encode_query_tokens(model, texts: Sequence[str], cfg, show_progress: bool = 
     return _encode_configured(model, texts, cfg, "query", cfg.model.query_prefix, show_progress)
 
 
+def load_saved_colbert(
+    name: str, device: str | None = None, precision: str = "fp32", trust_remote_code: bool = False
+):
+    """A saved ``MultiVectorEncoder`` with the query / passage lengths and query expansion it was
+    saved with (weights from safetensors; bf16 when ``precision`` resolves to it, for inference)."""
+    from sentence_transformers import MultiVectorEncoder
+
+    model = MultiVectorEncoder(
+        resolve_model(name),
+        device=device or "cpu",
+        trust_remote_code=trust_remote_code,
+        model_kwargs={"use_safetensors": True},
+    )
+    return cast_for_inference(model, precision, device)
+
+
 def load_trained_colbert(cfg, name: str | None = None, device: str | None = None):
     """The late-interaction model to search with: ``name`` (default ``cfg.model.name``) must be a
     saved ``MultiVectorEncoder`` (a local folder is checked; a hub name is loaded as it is), at the
@@ -188,9 +204,7 @@ def load_trained_colbert(cfg, name: str | None = None, device: str | None = None
             "config_sentence_transformers.json): train one with `ragtune retriever train model.kind=colbert`"
         )
     if not folder.exists():
-        from sentence_transformers import MultiVectorEncoder
-
-        return MultiVectorEncoder(name, device=device or "cpu", trust_remote_code=m.trust_remote_code)
+        return load_saved_colbert(name, device, cfg.precision, m.trust_remote_code)
     return load_colbert(
         name,
         query_length=m.max_query_length,

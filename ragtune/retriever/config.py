@@ -156,7 +156,8 @@ class MiningConfig:
     positive's score dropped, the "TopK-PercPos" rule of NV-Retriever, Moreira et al. 2024)."""
 
     method: Literal["bm25", "dense"] = setting(
-        "bm25", help="where candidates come from: BM25 or the dense model (model.name)"
+        "bm25",
+        help="where candidates come from: BM25 or the dense model (model.name; MaxSim with model.kind=colbert)",
     )
     rank_start: int = setting(1, help="first rank (1-based) of the window candidates are drawn from")
     rank_end: int = setting(100, help="last rank of the window")

@@ -118,17 +118,48 @@ def _dense_candidates(
     depth: int,
 ) -> tuple[list[list[tuple[str, float]]], list[float]]:
     """Dense ranked lists (exact inner product on normalised vectors, ``depth`` deep) and the lowest
-    positive cosine score of each query."""
+    positive cosine score of each query; with ``model.kind=colbert``, exact MaxSim lists and the
+    lowest positive MaxSim score."""
     from ragtune.retriever.index import DenseIndex
     from ragtune.retriever.model import encode_passages, encode_queries, load_encoder
 
     m = cfg.model
+    if m.kind == "colbert":
+        return _colbert_candidates(cfg, pids, ptexts, qtexts, positives, depth)
     model = load_encoder(m.name, precision=cfg.precision, trust_remote_code=m.trust_remote_code)
     pvec = encode_passages(model, ptexts, cfg)  # [n_passages, dim]
     qvec = encode_queries(model, qtexts, cfg)  # [n_queries, dim]
     hits = DenseIndex.flat(pvec, pids).search(qvec, depth)
     row = {pid: i for i, pid in enumerate(pids)}
     pos_scores = [float(min(float(pvec[row[p]] @ qvec[i]) for p in pos)) for i, pos in enumerate(positives)]
+    return hits, pos_scores
+
+
+def _colbert_candidates(
+    cfg: RetrieverConfig,
+    pids: list[str],
+    ptexts: list[str],
+    qtexts: list[str],
+    positives: list[list[str]],
+    depth: int,
+) -> tuple[list[list[tuple[str, float]]], list[float]]:
+    from ragtune.retriever.colbert import (
+        ColbertIndex,
+        encode_passage_tokens,
+        encode_query_tokens,
+        load_trained_colbert,
+        maxsim_scores,
+    )
+
+    model = load_trained_colbert(cfg)
+    index = ColbertIndex(encode_passage_tokens(model, ptexts, cfg), pids)
+    queries = encode_query_tokens(model, qtexts, cfg)
+    hits = index.search(queries, depth)
+    row = {pid: i for i, pid in enumerate(pids)}
+    pos_scores = [
+        float(maxsim_scores([q], [index.passages[row[p]] for p in pos]).min())
+        for q, pos in zip(queries, positives, strict=True)
+    ]
     return hits, pos_scores
 
 

@@ -294,6 +294,37 @@ def test_dense_passages_and_distractors_come_from_the_retriever(tmp_path: Path, 
         assert len(d) == 2 and e.contexts[0].id not in {p.id for p in d}
 
 
+def test_dense_passages_from_a_colbert_folder_are_maxsim_hits(tmp_path: Path, tiny_encoder: Path) -> None:
+    """data.retriever naming a saved ColBERT folder: data.passages=dense shows the exact MaxSim top_k."""
+    import torch
+
+    from ragtune.generator.collator import PassageSource
+    from ragtune.generator.config import DataConfig
+    from ragtune.retriever.colbert import encode_tokens, load_colbert
+
+    torch.manual_seed(0)
+    folder = tmp_path / "colbert"
+    load_colbert(str(tiny_encoder), dim=16, query_length=16, document_length=64).save(str(folder))
+    corpus = load_corpus(DEMO / "corpus.jsonl")
+    examples = load_qa(DEMO / "qa_test.jsonl", corpus)[:4]
+    cfg = DataConfig(passages="dense", top_k=3, retriever=str(folder))
+    shown = PassageSource(cfg, corpus, examples, precision="fp32").shown(examples)
+    model = load_colbert(str(folder), query_length=16, document_length=64)
+    docs = encode_tokens(
+        model,
+        [p.full_text() for p in corpus.values()],
+        task="document",
+        precision="fp32",
+        show_progress=False,
+    )
+    ids = list(corpus)
+    for e, got in zip(examples, shown, strict=True):
+        q = encode_tokens(model, [e.question], task="query", precision="fp32", show_progress=False)[0]
+        maxsim = [float((q @ d.T).max(axis=1).sum()) for d in docs]
+        best = sorted(range(len(ids)), key=lambda i: -maxsim[i])[:3]
+        assert [p.id for p in got] == [ids[i] for i in best]
+
+
 def test_a_reranker_orders_the_retrieved_passages(tiny_cross_encoder: Path) -> None:
     """data.reranker: BM25's top rerank_top_n are rescored by the cross-encoder and its top_k shown;
     the passages equal sorting those candidates by the cross-encoder's own logits by hand."""

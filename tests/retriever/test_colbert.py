@@ -184,6 +184,25 @@ def test_eval_and_index_search_with_maxsim_through_the_cli(tmp_path: Path, tiny_
         evaluate_run(run, data.qrels, ks=(1, 5, 10)).metrics["nDCG@10"]
     )
 
+    # `retriever mine` with mining.method=dense mines by MaxSim: the top-ranked non-positives
+    mined = tmp_path / "mined.jsonl"
+    mine = ("mining.method=dense", "mining.num_negatives=3", "mining.fn_ratio=null", f"mining.out={mined}")
+    assert _tiny_cli("retriever", "mine", *common, *mine) == 0
+    train = load_beir(DEMO, "train")
+    rows = [json.loads(x) for x in mined.read_text().splitlines()]
+    assert rows
+    for row in rows[:4]:
+        qv = _tokens(model, [train.queries[row["query_id"]].text], "query")[0]
+        brute = sorted(
+            ((pid, _brute_maxsim(qv, d)) for pid, d in zip(pids, dvec, strict=True)), key=lambda x: -x[1]
+        )
+        positives = {p for p, g in train.qrels[row["query_id"]].items() if g >= 1}
+        expected = [(pid, s) for pid, s in brute if pid not in positives][:3]
+        negs = row["negatives"]
+        assert [n["id"] for n in negs] == [pid for pid, _ in expected]
+        assert [n["score"] for n in negs] == pytest.approx([s for _, s in expected], abs=1e-4)
+        assert all(n["source"] == "dense" for n in negs)
+
     # index build + index search: the same ranking as eval's.
     out = tmp_path / "ix"
     assert _tiny_cli("index", "build", *common, f"output_dir={out}") == 0
