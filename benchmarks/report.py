@@ -716,11 +716,32 @@ RERANK_SCIFACT = Table(
     ],
 )
 
+_RR = "rerank_scifact_random_negatives"
+RERANK_SCIFACT_RANDOM = Table(
+    _RR,
+    [
+        ("BM25", _RR, "bm25"),
+        ("zero-shot dense (packaged MiniLM)", _RR, "dense"),
+        ("hybrid (weighted, weight chosen on train queries)", _RR, "hybrid"),
+        ("BM25 top 100 reranked", _RR, "rerank_bm25"),
+        ("dense top 100 reranked", _RR, "rerank_dense"),
+        ("hybrid top 100 reranked", _RR, "rerank_hybrid"),
+        (
+            "hybrid top 100, reranker + hybrid score (weight chosen on held-out train queries)",
+            _RR,
+            "rerank_hybrid_interpolated",
+        ),
+        ("training: ragtune `reranker train`, 2 epochs", _RR, "train_ragtune"),
+    ],
+    RERANK_SCIFACT.columns[:-1],
+)
+
 TABLES: list[Table | PairedTable] = [
     DATA_AUDIT,
     FAITHFULNESS,
     RETRIEVER_SCIFACT,
     RERANK_SCIFACT,
+    RERANK_SCIFACT_RANDOM,
     RETRIEVER_SPEED_TRAIN,
     RETRIEVER_SPEED_ENCODE,
     GENERATOR_PUBMEDQA,
@@ -805,6 +826,8 @@ def summary() -> str:
     iv = result("index_scale")["variants"]
     peers = result("peer_speed_avx2")["summary"]
     demo = {k: result(f"demo_time_{k}")["variants"]["make_demo"] for k in ("avx2", "avx512_bf16")}
+    rr = result("rerank_scifact")["variants"]
+    rn = result("rerank_scifact_random_negatives")["variants"]
 
     def m(v: dict[str, Any], name: str, digits: int = 4) -> str:
         return fmt(v["metrics"][name], digits)
@@ -840,6 +863,12 @@ def summary() -> str:
             "joint tuning, COVID-QA",
             _covid_summary(),
             ["joint_covidqa"],
+        ),
+        (
+            "reranker, ColBERT, SciFact",
+            f"ColBERT {m(rr['colbert'], 'nDCG@10')} (peer {m(rr['colbert_peer_sentence_transformers'], 'nDCG@10')}); "
+            f"hybrid {m(rn['hybrid'], 'nDCG@10')}, reranked {m(rn['rerank_hybrid_interpolated'], 'nDCG@10')}",
+            ["rerank_scifact", "rerank_scifact_random_negatives"],
         ),
         (
             "data audit, shared datasets",

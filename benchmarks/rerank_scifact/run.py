@@ -4,12 +4,14 @@ the dense retriever and of their hybrid; with ``--distill`` the cross-encoder di
 bi-encoder; with ``--colbert`` ColBERT late interaction trained by ragtune and by the peer
 (sentence-transformers' MultiVectorEncoderTrainer).
 
-    python benchmarks/rerank_scifact/run.py [--epochs 1] [--resume] [--distill] [--colbert]
+    python benchmarks/rerank_scifact/run.py [--epochs 2] [--resume] [--skip-peer] [--name NAME]
+        [--distill] [--colbert]
 
-Training data: SciFact's train qrels, 7 negatives per query mined by the zero-shot dense model
-(configs/retriever/scifact.yaml's miner); 10% of the training queries are held out for ragtune's
-validation (model choice and the pair-classification threshold) and left out of both trainers'
-data. Evaluation: the 300 SciFact test queries, trec_eval-identical metrics. The hybrid is the
+Training data: SciFact's train qrels, 7 negatives per query drawn at random from the zero-shot
+dense model's top 100 (configs/retriever/scifact.yaml's miner with RERANKER_MINING); 10% of the
+training queries are held out for ragtune's validation (model choice, the pair-classification
+threshold and the weight of the reranker mixed with the hybrid's score) and left out of both
+trainers' data. ColBERT and the distilled bi-encoder train on the bi-encoder recipe's negatives. Evaluation: the 300 SciFact test queries, trec_eval-identical metrics. The hybrid is the
 weighted BM25 + dense fusion whose weight is chosen on the train queries (as in
 benchmarks/retriever_scifact). Training runs are child processes (peak RSS from wait4); reranking
 runs here, in the precision ``auto`` resolves to (bf16 weights where bf16 is native, else fp32).
@@ -22,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -29,18 +32,25 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import SHARED_DATASETS, child, child_status, write_result  # noqa: E402
-from benchmarks.retriever_scifact.run import choose_fusion, dense_run, weighted  # noqa: E402
+from benchmarks.retriever_scifact.run import choose_fusion, dense_run, rrf, weighted  # noqa: E402
 from ragtune.config import load_config  # noqa: E402
 from ragtune.data.io import load_beir, load_triplets, triplet_to_dict, write_jsonl  # noqa: E402
 from ragtune.eval.classification import classification_metrics  # noqa: E402
 from ragtune.eval.ir import evaluate_run  # noqa: E402
 from ragtune.reranker.config import RerankerConfig  # noqa: E402
+from ragtune.reranker.rerank import mix_first_stage  # noqa: E402
 from ragtune.retriever.bm25 import BM25  # noqa: E402
 from ragtune.retriever.train import split_validation  # noqa: E402
 
 METRICS = ("nDCG@10", "Recall@10", "Recall@100", "MRR@10")
 SEED = 0
 TOP_N = 100
+# The reranker's negatives: 7 drawn at random from the zero-shot dense model's top 100 (no
+# false-negative filter), the candidates it will rerank. The bi-encoder recipe's negatives (the top
+# ranks whose score is under 95% of the positive's) taught a reranker that reranked the top 100
+# worse than the first stage (nDCG@10 0.2446 on the hybrid; rerank_scifact.json, 2026-12-02).
+RERANKER_MINING = ("mining.rank_end=100", "mining.sampling=random", "mining.fn_ratio=null")
+FUSION_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
 
 
 def pick(metrics: dict[str, float]) -> dict[str, float]:
@@ -79,6 +89,41 @@ def score_union(
 def reranked(run: dict, scores: dict) -> dict:
     """``run``'s top ``TOP_N`` ordered by the cross-encoder's cached logits."""
     return {q: {p: scores[(q, p)] for p in ps} for q, ps in top(run, TOP_N).items()}
+
+
+def mix(run: dict, ce: dict, a: float) -> dict:
+    """``run``'s top ``TOP_N`` rescored by ``(1 - a) * first stage + a * cross-encoder``, both min-max
+    normalised per query: ragtune's ``rerank.first_stage_weight = 1 - a``."""
+    head = {q: {p: run[q][p] for p in ps} for q, ps in top(run, TOP_N).items()}
+    return mix_first_stage(head, reranked(run, ce), TOP_N, round(1.0 - a, 10))
+
+
+def interpolated(model, cfg, work: Path, all_t, train, hybrid_train, test, hybrid, scores, variants) -> None:
+    """The cross-encoder's logit interpolated with the hybrid's score, the weight chosen by nDCG@10
+    on the held-out training queries (the reranker's validation share, never test)."""
+    _, val_t = split_validation(all_t, cfg.data.val_fraction, cfg.seed)
+    val_ids = sorted({x.query.id for x in val_t})
+    val_run = {q: hybrid_train[q] for q in val_ids}
+    val_qrels = {q: train.qrels[q] for q in val_ids}
+    val_scores, _, _ = score_union(
+        model, [val_run], train.queries, train.corpus, "auto", work / "scores_val.json"
+    )
+    by_weight = {
+        a: evaluate_run(mix(val_run, val_scores, a), val_qrels).metrics["nDCG@10"] for a in FUSION_WEIGHTS
+    }
+    best = max(by_weight, key=lambda a: (by_weight[a], -a))  # ties: the lighter reranker weight
+    variants["rerank_hybrid_interpolated"] = {
+        "metrics": pick(evaluate_run(mix(hybrid, scores, best), test.qrels).metrics),
+        "reranker_weight": best,
+        "first_stage_weight": round(1.0 - best, 10),
+        "chosen_on": f"nDCG@10 of the {len(val_ids)} held-out training queries' hybrid top {TOP_N}",
+        "val_nDCG@10_by_reranker_weight": {str(a): round(v, 4) for a, v in by_weight.items()},
+        "test_nDCG@10_by_reranker_weight_not_used_for_choice": {
+            str(a): round(evaluate_run(mix(hybrid, scores, a), test.qrels).metrics["nDCG@10"], 4)
+            for a in FUSION_WEIGHTS
+        },
+    }
+    print("interpolated", variants["rerank_hybrid_interpolated"], flush=True)
 
 
 def stage(args, cmd: list[str], work: Path, name: str, done: Path) -> dict[str, float]:
@@ -367,9 +412,21 @@ def peer_training(args, cfg, work: Path, out: Path, triplets: Path, scifact: Pat
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--resume", action="store_true", help="reuse finished training runs in work/")
     ap.add_argument("--config", type=Path, default=ROOT / "configs/reranker/scifact.yaml")
+    ap.add_argument(
+        "--mining",
+        nargs="*",
+        default=list(RERANKER_MINING),
+        help="overrides of configs/retriever/scifact.yaml's miner for the reranker's negatives",
+    )
+    ap.add_argument("--name", default="rerank_scifact", help="the result file: benchmarks/results/NAME.json")
+    ap.add_argument(
+        "--skip-peer",
+        action="store_true",
+        help="do not train the peer cross-encoder (its last run is in benchmarks/results/rerank_scifact.json)",
+    )
     ap.add_argument(
         "--distill",
         action="store_true",
@@ -392,22 +449,25 @@ def main() -> None:
     ragtune = [py, "-m", "ragtune.cli"]
     variants: dict[str, dict] = {}
 
-    # 1. Negatives: the zero-shot dense miner, 7 per query.
-    triplets = work / "triplets.jsonl"
-    if not (args.resume and triplets.exists()):
-        wall, _ = child(
-            [
-                *ragtune,
-                *["retriever", "mine", "--config", str(ROOT / "configs/retriever/scifact.yaml")],
-                *[
-                    f"data.beir_dir={scifact}",
-                    f"mining.num_negatives={t.negatives}",
-                    f"mining.out={triplets}",
+    # 1. Negatives: the zero-shot dense miner, 7 per query (the reranker's recipe: RERANKER_MINING).
+    def mined(path: Path, overrides: Sequence[str]) -> Path:
+        if not (args.resume and path.exists()):
+            wall, _ = child(
+                [
+                    *ragtune,
+                    *["retriever", "mine", "--config", str(ROOT / "configs/retriever/scifact.yaml")],
+                    *[f"data.beir_dir={scifact}", f"mining.num_negatives={t.negatives}", *overrides],
+                    f"mining.out={path}",
                 ],
-            ],
-            work / "mine.log",
-        )
-        print(f"mined in {wall:.0f}s", flush=True)
+                path.with_suffix(".log"),
+            )
+            print(f"mined {path.name} in {wall:.0f}s", flush=True)
+        return path
+
+    triplets = mined(work / "triplets.jsonl", args.mining)
+    # ColBERT's and the distilled bi-encoder's: configs/retriever/scifact.yaml's miner as it is
+    # (the top ranks scoring under 95% of the positive's), mined when those stages run.
+    bi_encoder_triplets = work / "bi_encoder_triplets.jsonl"
     test = load_beir(scifact, "test")
     train = load_beir(scifact, "train")
     all_t = load_triplets(triplets, test.corpus, test.queries)
@@ -440,7 +500,9 @@ def main() -> None:
         f"negatives, batch {t.batch_size} (chunks of {t.mini_batch_size}), lr {t.lr}, {args.epochs} epoch(s), "
         "no dropout, SDPA, validation at each epoch end",
     }
-    peer_ok = peer_training(args, cfg, work, runs_dir["peer"], peer_triplets, scifact, variants)
+    peer_ok = not args.skip_peer and peer_training(
+        args, cfg, work, runs_dir["peer"], peer_triplets, scifact, variants
+    )
     print(json.dumps(variants, indent=1), flush=True)
 
     # 3. Candidates: BM25, zero-shot dense, their weighted hybrid (weight chosen on train queries).
@@ -460,8 +522,6 @@ def main() -> None:
     fusion, weight, _ = choose_fusion(bm25_train, dense_train, train.qrels)
     hybrid = weighted(bm25_run, dense, weight) if weight is not None else None
     if hybrid is None:  # RRF chosen
-        from benchmarks.retriever_scifact.run import rrf
-
         hybrid = rrf(bm25_run, dense)
     candidates = {"bm25": bm25_run, "dense": dense, "hybrid": hybrid}
     for name, run in candidates.items():
@@ -503,6 +563,12 @@ def main() -> None:
         "batch_size": 64,
         "max_length": cfg.model.max_length,
     }
+    hybrid_train = (
+        weighted(bm25_train, dense_train, weight) if weight is not None else rrf(bm25_train, dense_train)
+    )
+    interpolated(
+        runs_dir["ragtune"] / "model", cfg, work, all_t, train, hybrid_train, test, hybrid, scores, variants
+    )
     if peer_ok:
         peer_scores, peer_s, peer_pairs = score_union(
             runs_dir["peer"] / "model", [hybrid], test.queries, test.corpus, "auto", work / "scores_peer.json"
@@ -515,11 +581,15 @@ def main() -> None:
 
     def write(stages: str) -> Path:
         """The results so far (written after every stage, so an interrupted run leaves them)."""
-        rt, peer = variants["train_ragtune"], variants["train_peer_sentence_transformers"]
+        rt, peer = variants["train_ragtune"], variants.get("train_peer_sentence_transformers")
         summary = {
-            "training_speedup_vs_peer": round(rt["pairs_per_s"] / peer["pairs_per_s"], 2),
-            "training_rss_ratio_vs_peer": round(rt["peak_rss_mb"] / peer["peak_rss_mb"], 2),
+            "training_speedup_vs_peer": round(rt["pairs_per_s"] / peer["pairs_per_s"], 2) if peer else None,
+            "training_rss_ratio_vs_peer": round(rt["peak_rss_mb"] / peer["peak_rss_mb"], 2) if peer else None,
             "peer_training_finished": peer_ok,
+            "peer": "not run (--skip-peer): see benchmarks/results/rerank_scifact.json"
+            if not peer
+            else "run",
+            "negatives": " ".join(args.mining),
             "stages": stages,
             "targets": {
                 "reranked_hybrid_nDCG@10": 0.77,
@@ -536,8 +606,11 @@ def main() -> None:
                 4,
             )
         return write_result(
-            "rerank_scifact",
+            args.name,
             f"python benchmarks/rerank_scifact/run.py --epochs {args.epochs}"
+            + (f" --name {args.name}" if args.name != "rerank_scifact" else "")
+            + (" --skip-peer" if args.skip_peer else "")
+            + (f" --mining {' '.join(args.mining)}" if tuple(args.mining) != RERANKER_MINING else "")
             + (" --distill" if args.distill else "")
             + (" --colbert" if args.colbert else ""),
             SEED,
@@ -548,7 +621,9 @@ def main() -> None:
     stages = ["rerank"]
     out = write(", ".join(stages))
     if args.colbert:
-        colbert(args, scifact, work, triplets, test, train, bm25_run, bm25_train, variants)
+        colbert(
+            args, scifact, work, mined(bi_encoder_triplets, ()), test, train, bm25_run, bm25_train, variants
+        )
         stages.append("colbert")
         out = write(", ".join(stages))
     if args.distill:
@@ -556,7 +631,7 @@ def main() -> None:
             args,
             scifact,
             work,
-            triplets,
+            mined(bi_encoder_triplets, ()),
             runs_dir["ragtune"] / "model",
             test,
             train,

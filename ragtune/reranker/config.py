@@ -107,10 +107,17 @@ class RerankConfig:
 
     top_n: int = setting(100, help="candidates per query rescored; the rest keep their order below them")
     batch_size: int = setting(64, help="(query, passage) pairs per forward pass")
+    first_stage_weight: float = setting(
+        0.0,
+        help="w in w * first-stage score + (1 - w) * reranker logit, both min-max normalised per query "
+        "(0: the reranker's order alone); choose it on validation queries",
+    )
 
     def __post_init__(self) -> None:
         if self.top_n < 1 or self.batch_size < 1:
             raise ValueError("rerank.top_n and rerank.batch_size must be >= 1")
+        if not 0.0 <= self.first_stage_weight <= 1.0:
+            raise ValueError("rerank.first_stage_weight must be in [0, 1]")
 
 
 @dataclass

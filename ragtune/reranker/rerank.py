@@ -3,7 +3,9 @@ run file in, a TREC run file out).
 
 Per query, the ``top_n`` best candidates of the run are rescored by the cross-encoder and ordered by
 its logit; candidates below ``top_n`` keep their original order underneath them (their scores are
-set below the lowest reranked one), so a run stays complete to its original depth.
+set below the lowest reranked one), so a run stays complete to its original depth. With a
+``first_stage_weight`` w > 0 (:func:`mix_first_stage`) the top n are ordered by
+``w * first-stage score + (1 - w) * logit``, each min-max normalised over the query's top n.
 """
 
 from __future__ import annotations
@@ -59,6 +61,32 @@ def rerank_hits(
         floor = min((v for _, v in rescored), default=0.0)
         tail = sorted(h, key=lambda x: -x[1])[top_n:]
         out.append(rescored + [(pid, floor - 1.0 - i) for i, (pid, _) in enumerate(tail)])
+    return out
+
+
+def mix_first_stage(
+    first: Mapping[str, Mapping[str, float]],
+    reranked: Mapping[str, Mapping[str, float]],
+    top_n: int,
+    weight: float,
+) -> dict[str, dict[str, float]]:
+    """Each query's top ``top_n`` of the first-stage run ``first`` ordered by ``weight`` x its
+    first-stage score + (1 - ``weight``) x its reranker logit (from ``reranked``), both min-max
+    normalised over those candidates (:func:`ragtune.retriever.bm25.weighted_fusion`); the rest keep
+    their first-stage order below them. ``weight`` 0 is ``reranked`` itself; 1 is the first stage."""
+    from ragtune.retriever.bm25 import weighted_fusion
+
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"the first-stage weight must be in [0, 1], got {weight}")
+    if weight == 0.0:
+        return {q: dict(c) for q, c in reranked.items()}
+    out = {}
+    for q, cands in first.items():
+        ranked = sorted(cands.items(), key=lambda x: -x[1])
+        head = dict(ranked[:top_n])
+        mixed = weighted_fusion([head, {pid: reranked[q][pid] for pid in head}], [weight, 1.0 - weight])
+        floor = min((v for _, v in mixed), default=0.0)
+        out[q] = dict(mixed + [(pid, floor - 1.0 - i) for i, (pid, _) in enumerate(ranked[top_n:])])
     return out
 
 
@@ -164,6 +192,7 @@ def rerank(cfg: RerankerConfig, run_path: Path, out_path: Path, model_name: str 
         precision=cfg.precision,
         source=str(run_path),
     )
+    reranked = mix_first_stage(run, reranked, cfg.rerank.top_n, cfg.rerank.first_stage_weight)
     seconds = time.perf_counter() - start
     write_run(out_path, reranked, tag="ragtune-rerank")
     n_pairs = sum(min(len(c), cfg.rerank.top_n) for c in run.values())
@@ -173,6 +202,7 @@ def rerank(cfg: RerankerConfig, run_path: Path, out_path: Path, model_name: str 
         "queries": len(run),
         "pairs": n_pairs,
         "top_n": cfg.rerank.top_n,
+        "first_stage_weight": cfg.rerank.first_stage_weight,
         "seconds": round(seconds, 3),
         "ms_per_query": round(1000 * seconds / max(1, len(run)), 2),
         "hardware": hardware(cfg.precision),

@@ -280,10 +280,17 @@ class EvalConfig:
         "hybrid", help="the run method rerank rescores"
     )
     rerank_top_n: int = setting(100, help="candidates per query the reranker rescores (<= depth)")
+    rerank_first_stage_weight: float = setting(
+        0.0,
+        help="w in w * first-stage score + (1 - w) * reranker logit, min-max normalised per query "
+        "(0: the reranker's order alone)",
+    )
 
     def __post_init__(self) -> None:
         if "rerank" in self.methods and not self.reranker:
             raise ValueError("eval.methods has rerank: set eval.reranker to a CrossEncoder folder or name")
+        if not 0.0 <= self.rerank_first_stage_weight <= 1.0:
+            raise ValueError("eval.rerank_first_stage_weight must be in [0, 1]")
         if "rerank" in self.methods and not 1 <= self.rerank_top_n <= self.depth:
             raise ValueError(
                 f"eval.rerank_top_n must be in [1, eval.depth={self.depth}], got {self.rerank_top_n}"

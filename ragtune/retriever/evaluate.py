@@ -39,19 +39,19 @@ def _rerank(cfg: RetrieverConfig, runs: dict, queries: dict, data) -> tuple[dict
     queries, never on these)."""
     from ragtune.eval.classification import classification_metrics
     from ragtune.reranker.model import load_cross_encoder
-    from ragtune.reranker.rerank import load_threshold, pair_labels, rerank_run
+    from ragtune.reranker.rerank import load_threshold, mix_first_stage, pair_labels, rerank_run
 
     e = cfg.eval
     t0 = time.perf_counter()
     model = load_cross_encoder(
         e.reranker, precision=cfg.precision, trust_remote_code=cfg.model.trust_remote_code, trained=True
     )
-    run = rerank_run(
-        model, runs[e.rerank_candidates], queries, data.corpus, top_n=e.rerank_top_n, precision=cfg.precision
-    )
+    first = runs[e.rerank_candidates]
+    logits = rerank_run(model, first, queries, data.corpus, top_n=e.rerank_top_n, precision=cfg.precision)
+    run = mix_first_stage(first, logits, e.rerank_top_n, e.rerank_first_stage_weight)
     seconds = time.perf_counter() - t0
     threshold, source = load_threshold(e.reranker) if Path(e.reranker).is_dir() else (0.5, "default")
-    labels, probs = pair_labels(run, data.qrels, e.rerank_top_n)
+    labels, probs = pair_labels(logits, data.qrels, e.rerank_top_n)  # classified by the logits
     classification = classification_metrics(labels, probs, threshold)
     classification["threshold_source"] = source
     classification["ms_per_query"] = 1000 * seconds / max(1, len(run))

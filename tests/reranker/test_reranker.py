@@ -20,7 +20,7 @@ from ragtune.data.io import DataError, load_triplets, read_jsonl, read_run, writ
 from ragtune.data.schema import Passage, Query
 from ragtune.eval.classification import best_f1_threshold, classification_metrics
 from ragtune.reranker.config import RerankerConfig
-from ragtune.reranker.rerank import rerank_run
+from ragtune.reranker.rerank import mix_first_stage, rerank_run
 from ragtune.retriever.losses import listwise_ce_loss, listwise_kl_loss, margin_mse_loss, pointwise_bce_loss
 from tests.conftest import DEMO, killed_after_checkpoints
 
@@ -105,6 +105,22 @@ def test_rerank_orders_the_top_n_and_keeps_the_rest_below() -> None:
         rerank_run(_LengthModel(), {"q": {"nope": 1.0}}, queries, corpus, top_n=3, show_progress=False)
     with pytest.raises(DataError, match="query 'q2'"):
         rerank_run(_LengthModel(), {"q2": {"d1": 1.0}}, queries, corpus, top_n=3, show_progress=False)
+
+
+def test_first_stage_weight_mixes_normalised_scores_by_hand() -> None:
+    first = {"q": {"a": 10.0, "b": 8.0, "c": 4.0, "d": 1.0}}
+    logits = {"q": {"c": 3.0, "b": 1.0, "a": -1.0, "d": -9.0}}  # a reranked top 3 and its tail
+    out = mix_first_stage(first, logits, 3, 0.25)["q"]
+    # over the top 3: first (10, 8, 4) -> (1, 2/3, 0); logits (-1, 1, 3) -> (0, 1/2, 1)
+    assert out["a"] == pytest.approx(0.25 * 1.0 + 0.75 * 0.0)
+    assert out["b"] == pytest.approx(0.25 * 2 / 3 + 0.75 * 0.5)
+    assert out["c"] == pytest.approx(0.25 * 0.0 + 0.75 * 1.0)
+    assert sorted(out, key=lambda d: -out[d]) == ["c", "b", "a", "d"] and out["d"] < out["a"]
+    assert mix_first_stage(first, logits, 3, 0.0) == logits
+    full = mix_first_stage(first, logits, 3, 1.0)["q"]
+    assert sorted(full, key=lambda d: -full[d]) == ["a", "b", "c", "d"]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        mix_first_stage(first, logits, 3, 1.5)
 
 
 # ------------------------------------------------------------------------------------- training
@@ -267,6 +283,40 @@ def test_cli_rerank_and_retriever_eval_rerank(
     for q in rr:
         assert sorted(again[q], key=lambda d: -again[q][d]) == sorted(rr[q], key=lambda d: -rr[q][d])
     assert json.loads(Path(str(reranked) + ".json").read_text())["pairs"] == 54 * 5
+    # a first-stage weight: eval's rerank run and `reranker rerank`'s both equal mixing by hand
+    mixed = tmp_path / "mixed"
+    assert (
+        main(
+            [
+                *["retriever", "eval", "--config", "configs/tiny/retriever.yaml"],
+                *[f"output_dir={mixed}", "eval.methods=[bm25,rerank]", f"eval.reranker={model}"],
+                *["eval.rerank_candidates=bm25", "eval.rerank_top_n=5", "eval.rerank_first_stage_weight=0.5"],
+            ]
+        )
+        == 0
+    )
+    expected = mix_first_stage(bm25, rr, 5, 0.5)
+    got = read_run(mixed / "run_rerank.trec")
+    for q in expected:
+        assert sorted(got[q], key=lambda d: -got[q][d]) == sorted(expected[q], key=lambda d: -expected[q][d])
+    assert expected != {q: dict(c) for q, c in rr.items()}  # the weight changed scores
+    cli_mixed = tmp_path / "mixed.trec"
+    args = ["--run", str(out / "run_bm25.trec"), "--out", str(cli_mixed), "rerank.top_n=5", "precision=fp32"]
+    assert (
+        main(
+            [
+                *["reranker", "rerank", "--config", "configs/reranker/demo.yaml", "--model", str(model)],
+                *args,
+                "rerank.first_stage_weight=0.5",
+            ]
+        )
+        == 0
+    )
+    again = read_run(cli_mixed)
+    for q in expected:
+        assert sorted(again[q], key=lambda d: -again[q][d]) == sorted(
+            expected[q], key=lambda d: -expected[q][d]
+        )
 
 
 def test_bad_input_is_a_clear_error(tmp_path: Path, capsys, demo_triplets: Path) -> None:
