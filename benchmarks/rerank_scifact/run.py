@@ -98,10 +98,9 @@ def mix(run: dict, ce: dict, a: float) -> dict:
     return mix_first_stage(head, reranked(run, ce), TOP_N, round(1.0 - a, 10))
 
 
-def interpolated(model, cfg, work: Path, all_t, train, hybrid_train, test, hybrid, scores, variants) -> None:
+def interpolated(model, work: Path, val_t, train, hybrid_train, test, hybrid, scores, variants) -> None:
     """The cross-encoder's logit interpolated with the hybrid's score, the weight chosen by nDCG@10
-    on the held-out training queries (the reranker's validation share, never test)."""
-    _, val_t = split_validation(all_t, cfg.data.val_fraction, cfg.seed)
+    on the held-out training queries ``val_t`` (the reranker's validation share, never test)."""
     val_ids = sorted({x.query.id for x in val_t})
     val_run = {q: hybrid_train[q] for q in val_ids}
     val_qrels = {q: train.qrels[q] for q in val_ids}
@@ -112,15 +111,15 @@ def interpolated(model, cfg, work: Path, all_t, train, hybrid_train, test, hybri
         a: evaluate_run(mix(val_run, val_scores, a), val_qrels).metrics["nDCG@10"] for a in FUSION_WEIGHTS
     }
     best = max(by_weight, key=lambda a: (by_weight[a], -a))  # ties: the lighter reranker weight
+    on_test = {a: evaluate_run(mix(hybrid, scores, a), test.qrels).metrics for a in FUSION_WEIGHTS}
     variants["rerank_hybrid_interpolated"] = {
-        "metrics": pick(evaluate_run(mix(hybrid, scores, best), test.qrels).metrics),
+        "metrics": pick(on_test[best]),
         "reranker_weight": best,
         "first_stage_weight": round(1.0 - best, 10),
         "chosen_on": f"nDCG@10 of the {len(val_ids)} held-out training queries' hybrid top {TOP_N}",
         "val_nDCG@10_by_reranker_weight": {str(a): round(v, 4) for a, v in by_weight.items()},
         "test_nDCG@10_by_reranker_weight_not_used_for_choice": {
-            str(a): round(evaluate_run(mix(hybrid, scores, a), test.qrels).metrics["nDCG@10"], 4)
-            for a in FUSION_WEIGHTS
+            str(a): round(m["nDCG@10"], 4) for a, m in on_test.items()
         },
     }
     print("interpolated", variants["rerank_hybrid_interpolated"], flush=True)
@@ -471,7 +470,7 @@ def main() -> None:
     test = load_beir(scifact, "test")
     train = load_beir(scifact, "train")
     all_t = load_triplets(triplets, test.corpus, test.queries)
-    train_t, _ = split_validation(all_t, cfg.data.val_fraction, cfg.seed)
+    train_t, val_t = split_validation(all_t, cfg.data.val_fraction, cfg.seed)
     peer_triplets = work / "train_triplets.jsonl"  # the peer trains on ragtune's training share
     write_jsonl(peer_triplets, [triplet_to_dict(x) for x in train_t])
 
@@ -567,7 +566,7 @@ def main() -> None:
         weighted(bm25_train, dense_train, weight) if weight is not None else rrf(bm25_train, dense_train)
     )
     interpolated(
-        runs_dir["ragtune"] / "model", cfg, work, all_t, train, hybrid_train, test, hybrid, scores, variants
+        runs_dir["ragtune"] / "model", work, val_t, train, hybrid_train, test, hybrid, scores, variants
     )
     if peer_ok:
         peer_scores, peer_s, peer_pairs = score_union(

@@ -299,7 +299,10 @@ def test_cli_rerank_and_retriever_eval_rerank(
     got = read_run(mixed / "run_rerank.trec")
     for q in expected:
         assert sorted(got[q], key=lambda d: -got[q][d]) == sorted(expected[q], key=lambda d: -expected[q][d])
-    assert expected != {q: dict(c) for q, c in rr.items()}  # the weight changed scores
+    assert any(  # the weight changed an order: a rerank that ignored it would fail above
+        sorted(expected[q], key=lambda d: -expected[q][d]) != sorted(rr[q], key=lambda d: -rr[q][d])
+        for q in expected
+    )
     cli_mixed = tmp_path / "mixed.trec"
     args = ["--run", str(out / "run_bm25.trec"), "--out", str(cli_mixed), "rerank.top_n=5", "precision=fp32"]
     assert (
