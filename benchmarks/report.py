@@ -736,6 +736,21 @@ RERANK_SCIFACT_RANDOM = Table(
     RERANK_SCIFACT.columns[:-1],
 )
 
+_COST = "joint_covidqa_cost"
+JOINT_COVIDQA_COST = Table(
+    _COST,
+    [("one joint round, `configs/e2e/covidqa.yaml`", _COST, "config")],
+    [
+        ("training questions", number("questions")),
+        ("training stages", lambda v: duration(v["round_training_s"])),
+        ("generator SFT", lambda v: duration(v["stage_seconds"]["generator"])),
+        ("generator tokens/s", number("generator_tokens_per_s", 1)),
+        ("LM feedback + retriever update", lambda v: duration(v["stage_seconds"]["retriever"])),
+        ("evaluation (100 questions)", lambda v: duration(v["eval_s"])),
+        ("peak RSS (whole run)", megabytes()),
+    ],
+)
+
 TABLES: list[Table | PairedTable] = [
     DATA_AUDIT,
     FAITHFULNESS,
@@ -754,6 +769,7 @@ TABLES: list[Table | PairedTable] = [
     JOINT_COVIDQA_PAIRED,
     JOINT_COVIDQA_SWEEP,
     JOINT_COVIDQA_SWEEP_PAIRED,
+    JOINT_COVIDQA_COST,
     INDEX_SCALE,
     INDEX_SAME,
     PEER_SPEED,

@@ -180,6 +180,26 @@ def flag_false_negatives(
     return [pid for (pid, _), f in zip(negatives, flags, strict=True) if f and pid not in already]
 
 
+def score_unique(
+    r: Round, questions: Sequence[QAExample], rows: Sequence[Sequence[str | None]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generator's ``log p(answer | question, passage)`` for each question's row of passage ids
+    (``None``: no passage), each distinct (question, passage) scored once: ``(sums, counts)``,
+    both ``[len(rows), width]``."""
+    unique: dict[tuple[int, str | None], int] = {}
+    for q, row in enumerate(rows):
+        for pid in row:
+            unique.setdefault((q, pid), len(unique))
+    keys = list(unique)
+    sums, counts = r.generator.score(
+        [questions[q].question for q, _ in keys],
+        [None if pid is None else r.data.corpus[pid] for _, pid in keys],
+        [questions[q].answer for q, _ in keys],
+    )
+    index = torch.tensor([[unique[(q, pid)] for pid in row] for q, row in enumerate(rows)])
+    return sums[index], counts[index]
+
+
 def tune_retriever(r: Round) -> dict[str, Any]:
     """Generator feedback on each question's K candidates, false-negative flags, and LSR/PDist
     updates of the retriever (when enabled). Adds to ``r.flagged``."""
@@ -192,15 +212,12 @@ def tune_retriever(r: Round) -> dict[str, Any]:
     ]
     cands = [ids for ids, _ in picked]
     # One scoring pass: the K candidates and, for the false-negative check, the first gold passage
-    # and no passage, per question.
-    triples = [
-        (e.question, p, e.answer)
+    # and no passage, per question; a gold passage among the candidates is scored once.
+    rows = [
+        [*ids, *([data.gold_ids(e)[0], None] if check else [])]
         for e, ids in zip(questions, cands, strict=True)
-        for p in [*(data.corpus[i] for i in ids), *([data.gold(e)[0], None] if check else [])]
     ]
-    sums, counts = r.generator.score(*zip(*triples, strict=True))
-    width = k + 2 if check else k
-    sums, counts = sums.reshape(len(cands), width), counts.reshape(len(cands), width)
+    sums, counts = score_unique(r, questions, rows)
     dropped = 0
     if check:
         for row, (e, ids) in enumerate(zip(questions, cands, strict=True)):

@@ -365,3 +365,40 @@ def test_a_reranker_orders_the_eval_passages_and_metrics(
             f"retriever.reranker={tiny_cross_encoder}",
             "retriever.rerank_top_n=2",
         )
+
+
+def test_feedback_scores_each_passage_once_and_match_the_training_model(
+    tmp_path: Path, tiny_encoder: Path, tiny_lm: Path
+) -> None:
+    """The retriever stage's scores (merged inference copy, duplicates scored once) equal the
+    answer log-likelihoods of the training model itself, scored one triple at a time."""
+    import torch
+
+    from ragtune.e2e import stages
+    from ragtune.e2e.state import Data, Generator, Retriever
+    from ragtune.generator.scoring import answer_logprobs
+
+    cfg = tiny_config(tmp_path / "run", tiny_encoder, tiny_lm, "generator.peft.r=4")
+    data = Data(cfg)
+    gen = Generator(cfg)
+    with torch.no_grad():  # a LoRA update that is not zero, so merging it changes the weights
+        for name, p in gen.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    r = stages.Round(1, cfg, data, Retriever(cfg, data), gen, {}, {}, tmp_path / "run")
+    questions = data.train[:3]
+    ids = data.ids
+    rows = [[ids[0], ids[1], ids[0], None], [ids[2], ids[2], ids[3], None], [ids[1], ids[4], ids[5], None]]
+    calls = []
+    original = gen.score
+    gen.score = lambda *a: calls.append(len(a[0])) or original(*a)
+    sums, counts = stages.score_unique(r, questions, rows)
+    assert calls == [10] and sums.shape == counts.shape == (3, 4)  # 12 cells, 2 repeats
+    for q, row in enumerate(rows):
+        for j, pid in enumerate(row):
+            e = questions[q]
+            enc = gen.enc.encode(e.question, [] if pid is None else [data.corpus[pid]], e.answer)
+            want, n = answer_logprobs(gen.model, [enc], 1, gen.pad_id, "fp32")
+            assert int(counts[q, j]) == int(n[0])
+            assert float(sums[q, j]) == pytest.approx(float(want[0]), rel=1e-4, abs=1e-4)
+    assert sums[0, 0] == sums[0, 2] and sums[1, 0] == sums[1, 1]
