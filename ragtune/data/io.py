@@ -265,8 +265,8 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
 
 def load_predictions(path: str | Path) -> list[Prediction]:
     """A predictions JSONL file (``ragtune generator generate`` writes one): ``prediction`` and
-    ``reference`` strings, optional ``id`` (default: the line number) and ``contexts`` (texts or
-    passage objects with a ``text``)."""
+    ``reference`` strings, optional ``id`` (default: the line number), ``contexts`` (texts or
+    passage objects with a ``text``) and ``final_decision`` / ``decision`` (yes/no/maybe)."""
     rows = []
     for line, obj in read_jsonl(path):
         for key in ("prediction", "reference"):
@@ -276,7 +276,15 @@ def load_predictions(path: str | Path) -> list[Prediction]:
         if ctx is not None and not (isinstance(ctx, list) and all(isinstance(c, str | dict) for c in ctx)):
             raise DataError(path, line, "contexts", "expected a list of texts or passage objects")
         texts = None if ctx is None else [c if isinstance(c, str) else str(c.get("text", "")) for c in ctx]
-        rows.append(Prediction(str(obj.get("id", line)), obj["prediction"], obj["reference"], texts))
+        decision = obj.get("final_decision", obj.get("decision"))
+        if decision is not None and (
+            not isinstance(decision, str) or decision.lower() not in ("yes", "no", "maybe")
+        ):
+            field = "final_decision" if "final_decision" in obj else "decision"
+            raise DataError(path, line, field, f"expected yes, no or maybe, got {decision!r}")
+        rows.append(
+            Prediction(str(obj.get("id", line)), obj["prediction"], obj["reference"], texts, decision)
+        )
     if not rows:
         raise DataError(path, None, None, "no predictions")
     return rows

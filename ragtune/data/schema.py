@@ -79,3 +79,4 @@ class Prediction:
     prediction: str
     reference: str
     contexts: list[str] | None = None
+    decision: str | None = None  # gold yes/no/maybe (PubMedQA's final_decision), when the row has one
