@@ -34,7 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--qrels", type=Path, required=True, help="BEIR TSV or TREC qrels file")
     r.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     r.add_argument("--k", type=int, nargs="+", default=[1, 3, 5, 10, 20, 100], help="cut-offs")
-    g = ev.add_parser("generation", help="score predictions: ROUGE, EM/F1, BLEU, faithfulness")
+    g = ev.add_parser(
+        "generation",
+        help="score predictions: ROUGE, EM/F1, BLEU, faithfulness, PubMedQA decisions, METEOR, BERTScore",
+    )
     g.add_argument(
         "--predictions",
         type=Path,
@@ -42,6 +45,21 @@ def _parser() -> argparse.ArgumentParser:
         help="JSONL with prediction, reference and optionally id and contexts",
     )
     g.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
+    g.add_argument(
+        "--meteor", action="store_true", help="also METEOR (nltk; synonyms only with WordNet data)"
+    )
+    g.add_argument(
+        "--bertscore",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="MODEL",
+        help="also BERTScore (bert-score package) with MODEL, a local transformers folder or name "
+        "(no MODEL: the packaged all-MiniLM-L6-v2)",
+    )
+    g.add_argument(
+        "--bertscore-layer", type=int, default=None, help="BERTScore's hidden layer (default: the last)"
+    )
 
     # ragtune data ...
     da = sub.add_parser("data", help="convert and check data").add_subparsers(dest="cmd", required=True)
@@ -79,6 +97,48 @@ def _parser() -> argparse.ArgumentParser:
     au.add_argument("--near", type=float, default=0.8, help="Jaccard similarity of near duplicates")
     au.add_argument("--max-words", type=int, default=512, help="passages longer than this are reported")
     au.add_argument("--strict", action="store_true", help="exit 1 when questions leak between splits")
+
+    sq = da.add_parser(
+        "synth-queries",
+        help="the generator writes questions for corpus passages (round-trip filtered): a BEIR folder without labels",
+    )
+    sq.add_argument("--corpus", type=Path, required=True, help="corpus.jsonl or a BEIR folder holding one")
+    sq.add_argument("--out", type=Path, required=True, help="output folder (BEIR layout + synth_stats.json)")
+    sq.add_argument(
+        "--model", default="SmolLM2-135M-Instruct", help="instruction LM: name, folder or peft adapter"
+    )
+    sq.add_argument("--per-passage", type=int, default=1, help="questions sampled per passage")
+    sq.add_argument("--max-passages", type=int, default=0, help="a seeded sample of N passages (0: all)")
+    sq.add_argument("--few-shot", type=Path, default=None, help="JSONL of example {passage, question} turns")
+    sq.add_argument("--greedy", action="store_true", help="greedy decoding (one question per passage)")
+    sq.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
+    sq.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass")
+    sq.add_argument("--max-new-tokens", type=int, default=48, help="tokens per generated question at most")
+    sq.add_argument("--max-passage-tokens", type=int, default=256, help="passage tokens shown in the prompt")
+    sq.add_argument("--batch-size", type=int, default=16, help="prompts per generation batch")
+    sq.add_argument("--min-words", type=int, default=3, help="shorter questions are dropped")
+    sq.add_argument("--max-words", type=int, default=48, help="longer questions are dropped")
+    sq.add_argument(
+        "--near",
+        type=float,
+        default=1.0,
+        help="drop near-duplicate questions from this Jaccard (1: exact only)",
+    )
+    sq.add_argument(
+        "--filter",
+        choices=["none", "bm25", "dense", "both"],
+        default="bm25",
+        help="round trip: keep a question only if its passage ranks in the top --filter-k for it",
+    )
+    sq.add_argument("--filter-k", type=int, default=20, help="rank its passage must reach")
+    sq.add_argument(
+        "--retriever", default="sentence-transformers/all-MiniLM-L6-v2", help="dense model of the round trip"
+    )
+    sq.add_argument(
+        "--answers", action="store_true", help="also answer each question from its passage (qa_train.jsonl)"
+    )
+    sq.add_argument("--seed", type=int, default=0, help="seed of the passage sample and the sampling")
+    sq.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="compute precision")
 
     # ragtune retriever ...
     rt = sub.add_parser("retriever", help="dense retriever").add_subparsers(dest="cmd", required=True)
@@ -189,12 +249,14 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
 
 def _eval_generation(args: argparse.Namespace) -> int:
     from ragtune.data.io import load_predictions
+    from ragtune.eval.answers import answer_metrics
     from ragtune.eval.generation import score_predictions
     from ragtune.eval.report import markdown_table, write_metrics
 
     rows = load_predictions(args.predictions)
     metrics, per = score_predictions(rows)
-    write_metrics(args.out, metrics, per, n_examples=len(rows), faithfulness_scorer="lexical")
+    extra = answer_metrics(rows, metrics, per, args.meteor, args.bertscore, args.bertscore_layer)
+    write_metrics(args.out, metrics, per, n_examples=len(rows), faithfulness_scorer="lexical", **extra)
     print(markdown_table({args.predictions.name: metrics}, label="predictions"))
     print(f"{len(rows)} predictions; written to {args.out}")
     return 0
@@ -235,6 +297,21 @@ def _data_audit(args: argparse.Namespace) -> int:
     if args.strict and report["leakage_found"]:
         print("error: questions leak between splits (--strict)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _data_synth_queries(args: argparse.Namespace) -> int:
+    from ragtune.data.synth import SynthSettings, synth_queries
+
+    fields = SynthSettings.__dataclass_fields__
+    settings = SynthSettings(**{k: v for k, v in vars(args).items() if k in fields})
+    stats = synth_queries(args.corpus, args.out, settings)
+    print(
+        f"{stats['generated']} questions generated for {stats['passages']} passages "
+        f"({stats['questions_per_s']} per s): {stats['malformed']} malformed, {stats['duplicates']} "
+        f"duplicates, {stats['near_duplicates']} near duplicates, {stats['filtered_out']} failed the "
+        f"round trip ({args.filter}); {stats['kept']} kept; written to {args.out}"
+    )
     return 0
 
 
@@ -360,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         ("data", "convert"): _data_convert,
         ("data", "check"): _data_check,
         ("data", "audit"): _data_audit,
+        ("data", "synth-queries"): _data_synth_queries,
     }
     groups = {
         "retriever": _retriever,

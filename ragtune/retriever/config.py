@@ -190,8 +190,15 @@ class DistillConfig:
 
     teacher: str | None = setting(
         None,
-        help="CrossEncoder folder or name that scores the triplets (`ragtune reranker train` writes one)",
+        help="teacher_kind=cross-encoder: CrossEncoder folder or name (`ragtune reranker train` writes one); "
+        "teacher_kind=lm: a causal LM name or folder, e.g. SmolLM2-135M-Instruct",
     )
+    teacher_kind: Literal["cross-encoder", "lm"] = setting(
+        "cross-encoder",
+        help="cross-encoder: its logit per pair; lm: UPR (Sachan et al. 2022), the LM's mean log p(query | "
+        "passage) over the query's tokens, asked as 'write a question this passage answers' (no labels)",
+    )
+    lm_passage_tokens: int = setting(256, help="teacher_kind=lm: passage tokens shown to the LM at most")
     out: Path = setting(
         Path("runs/distill/triplets.jsonl"),
         help="triplets JSONL with teacher scores that score-triplets writes",

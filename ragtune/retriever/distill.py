@@ -1,6 +1,7 @@
-"""Teacher scores for distilling a cross-encoder into the bi-encoder: ``score_triplets(cfg) -> path``.
+"""Teacher scores for distillation into the bi-encoder: ``score_triplets(cfg) -> path``.
 
-A trained cross-encoder (``ragtune reranker train``) scores every (query, passage) pair of a
+A trained cross-encoder, or with ``distill.teacher_kind=lm`` a causal LM's query likelihood (UPR,
+no labels needed), (``ragtune reranker train``) scores every (query, passage) pair of a
 triplets file (each triplet's positives and mined negatives, each pair once); the scores go into
 the triplets as each passage's ``teacher`` field, which ``retriever train`` with
 ``train.loss=margin_mse`` (Margin-MSE, Hofstätter et al. 2020) or ``train.loss=kl`` learns from.
@@ -36,6 +37,32 @@ from ragtune.retriever.mining import stats_path
 log = logging.getLogger(__name__)
 
 
+def upr_scores(
+    model: str, pairs: list[tuple[str, str]], batch_size: int, precision: str, passage_tokens: int = 256
+) -> list[float]:
+    """UPR (Sachan et al. 2022): each (query, passage) pair's mean log-probability of the query's
+    tokens under the causal LM ``model``, prompted with the passage (its first ``passage_tokens``
+    tokens) and the instruction of ``data synth-queries``; the LM is a zero-shot teacher that needs
+    no labels. The end-of-turn token is not scored: the question's own tokens are."""
+    from ragtune.data.synth import INSTRUCTION
+    from ragtune.generator.likelihood import AnswerLikelihood
+    from ragtune.precision import cast_for_inference
+
+    lm = AnswerLikelihood(model, batch_size=batch_size, precision=precision, end_of_turn=False, progress=True)
+    cast_for_inference(lm.model, precision)
+    tok = lm.tokenizer
+    cut: dict[str, str] = {}
+
+    def shown(passage: str) -> str:
+        if passage not in cut:
+            ids = tok(passage, add_special_tokens=False)["input_ids"][:passage_tokens]
+            cut[passage] = tok.decode(ids).strip()
+        return cut[passage]
+
+    scored = lm([(INSTRUCTION.format(passage=shown(p)), q) for q, p in pairs])
+    return [total / n if n else float("-inf") for total, n in scored]
+
+
 def score_triplets(cfg: RetrieverConfig) -> Path:
     """Score ``cfg.data.triplets`` with the cross-encoder ``cfg.distill.teacher`` and write the
     triplets with teacher scores (denoised when configured) to ``cfg.distill.out``, atomically.
@@ -44,7 +71,10 @@ def score_triplets(cfg: RetrieverConfig) -> Path:
 
     d = cfg.distill
     if d.teacher is None:
-        raise UserError("retriever score-triplets needs distill.teacher: a CrossEncoder folder or name")
+        raise UserError(
+            "retriever score-triplets needs distill.teacher: a CrossEncoder folder or name "
+            "(teacher_kind=cross-encoder) or a causal LM (teacher_kind=lm)"
+        )
     if cfg.data.triplets is None:
         raise UserError("retriever score-triplets needs data.triplets (`ragtune retriever mine` writes one)")
     t0 = time.perf_counter()
@@ -55,16 +85,23 @@ def score_triplets(cfg: RetrieverConfig) -> Path:
     for t in triplets:
         for p in (*t.positives, *(n.passage for n in t.negatives)):
             texts.setdefault((t.query.id, p.id), (t.query.text, p.full_text()))
-    model = load_cross_encoder(
-        d.teacher,
-        max_length=d.max_length,
-        precision=cfg.precision,
-        trust_remote_code=cfg.model.trust_remote_code,
-        trained=True,
-    )
     keys = list(texts)
     start = time.perf_counter()
-    logits = score_pairs(model, [texts[k] for k in keys], batch_size=d.batch_size, precision=cfg.precision)
+    if d.teacher_kind == "lm":
+        logits = upr_scores(
+            d.teacher, [texts[k] for k in keys], d.batch_size, cfg.precision, d.lm_passage_tokens
+        )
+    else:
+        model = load_cross_encoder(
+            d.teacher,
+            max_length=d.max_length,
+            precision=cfg.precision,
+            trust_remote_code=cfg.model.trust_remote_code,
+            trained=True,
+        )
+        logits = score_pairs(
+            model, [texts[k] for k in keys], batch_size=d.batch_size, precision=cfg.precision
+        )
     score_s = time.perf_counter() - start
     scores = dict(zip(keys, (float(x) for x in logits), strict=True))
     rows, dropped, kept = [], 0, 0
@@ -82,6 +119,7 @@ def score_triplets(cfg: RetrieverConfig) -> Path:
     stats = {
         "triplets_in": str(cfg.data.triplets),
         "teacher": d.teacher,
+        "teacher_kind": d.teacher_kind,
         "triplets": len(rows),
         "pairs_scored": len(keys),
         "pairs_per_s": round(len(keys) / score_s, 2) if score_s > 0 else None,

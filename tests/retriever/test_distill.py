@@ -204,3 +204,51 @@ def test_score_triplets_needs_a_trained_teacher(tmp_path: Path, capsys) -> None:
     assert "distill.teacher" in capsys.readouterr().err
     assert main(["retriever", "pretrain", "--config", "configs/tiny/retriever.yaml", "train.loss=kl"]) == 2
     assert "train.loss must be info_nce" in capsys.readouterr().err
+
+
+def test_lm_teacher_scores_are_upr_query_likelihoods(tmp_path: Path) -> None:
+    """distill.teacher_kind=lm: each pair's teacher score is the LM's mean log p(query | passage)
+    over the query's tokens, computed here directly from the logits."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ragtune.data.io import load_corpus
+    from ragtune.data.synth import INSTRUCTION
+    from ragtune.retriever.bm25 import tokenize
+    from tests.conftest import tiny_llama
+
+    words = set(INSTRUCTION.replace("{passage}", "").split())
+    for p in load_corpus(DEMO / "corpus.jsonl").values():
+        words.update(tokenize(p.full_text()))
+    for line in (DEMO / "queries.jsonl").read_text().splitlines():
+        words.update(tokenize(json.loads(line)["text"]))
+    model, tok = tiny_llama(" ".join(sorted(words)))
+    lm = tmp_path / "lm"
+    model.save_pretrained(lm)
+    tok.save_pretrained(lm)
+    mined, scored = tmp_path / "mined.jsonl", tmp_path / "scored.jsonl"
+    base = ["--config", "configs/tiny/retriever.yaml", f"data.beir_dir={DEMO}", "precision=fp32"]
+    assert main(["retriever", "mine", *base, "mining.num_negatives=2", f"mining.out={mined}"]) == 0
+    args = [f"data.triplets={mined}", f"distill.teacher={lm}", "distill.teacher_kind=lm"]
+    args += [f"distill.out={scored}", "distill.denoise=false", "distill.lm_passage_tokens=24"]
+    assert main(["retriever", "score-triplets", *base, *args]) == 0
+    assert json.loads(stats_path(scored).read_text())["teacher_kind"] == "lm"
+
+    model = AutoModelForCausalLM.from_pretrained(lm).eval()
+    tok = AutoTokenizer.from_pretrained(lm)
+    triplets = load_triplets(scored)
+    for t in triplets[:2]:
+        for p in (t.positives[0], t.negatives[0].passage):
+            shown = tok.decode(tok(p.full_text(), add_special_tokens=False)["input_ids"][:24]).strip()
+            prompt = tok.apply_chat_template(
+                [{"role": "user", "content": INSTRUCTION.format(passage=shown)}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+            query_ids = tok(t.query.text, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([prompt_ids + query_ids])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
+            n = len(prompt_ids)
+            want = sum(float(logp[n + i - 1, q]) for i, q in enumerate(query_ids)) / len(query_ids)
+            assert t.teacher[p.id] == pytest.approx(want, abs=1e-4)
