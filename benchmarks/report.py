@@ -768,6 +768,17 @@ UNLABELLED_SCIFACT = Table(
     ],
 )
 
+_UNC = "unlabelled_covidqa"
+UNLABELLED_COVIDQA = Table(
+    _UNC,
+    [
+        ("zero-shot (packaged MiniLM)", _UNC, "zero_shot"),
+        ("synthetic questions, no round-trip filter", _UNC, "synth_unfiltered"),
+        ("synthetic questions, BM25 round trip (top 20)", _UNC, "synth_filtered"),
+    ],
+    UNLABELLED_SCIFACT.columns,
+)
+
 TABLES: list[Table | PairedTable] = [
     DATA_AUDIT,
     FAITHFULNESS,
@@ -788,6 +799,7 @@ TABLES: list[Table | PairedTable] = [
     JOINT_COVIDQA_SWEEP_PAIRED,
     JOINT_COVIDQA_COST,
     UNLABELLED_SCIFACT,
+    UNLABELLED_COVIDQA,
     INDEX_SCALE,
     INDEX_SAME,
     PEER_SPEED,
