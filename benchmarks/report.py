@@ -771,11 +771,7 @@ UNLABELLED_SCIFACT = Table(
 _UNC = "unlabelled_covidqa"
 UNLABELLED_COVIDQA = Table(
     _UNC,
-    [
-        ("zero-shot (packaged MiniLM)", _UNC, "zero_shot"),
-        ("synthetic questions, no round-trip filter", _UNC, "synth_unfiltered"),
-        ("synthetic questions, BM25 round trip (top 20)", _UNC, "synth_filtered"),
-    ],
+    [(label, _UNC, name) for label, _, name in UNLABELLED_SCIFACT.rows[:3]],  # the variants run there
     UNLABELLED_SCIFACT.columns,
 )
 

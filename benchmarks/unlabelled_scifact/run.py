@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -44,8 +43,8 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import SHARED_DATASETS, child, write_result  # noqa: E402
-from ragtune.data.io import load_corpus, read_jsonl, write_jsonl  # noqa: E402
-from ragtune.data.synth import round_trip_ranks  # noqa: E402
+from ragtune.data.io import load_corpus, read_jsonl  # noqa: E402
+from ragtune.data.synth import round_trip_ranks, write_synth_folder  # noqa: E402
 from ragtune.retriever.mining import stats_path  # noqa: E402
 
 PY = [sys.executable, "-m", "ragtune.cli"]
@@ -88,15 +87,7 @@ def filtered_copy(src: Path, dst: Path, corpus) -> dict:
                     "metadata": {**r["metadata"], "filter": "bm25", "filter_k": FILTER_K, "bm25_rank": rank},
                 }
             )
-    shutil.rmtree(dst, ignore_errors=True)
-    dst.mkdir(parents=True)
-    shutil.copy(src / "corpus.jsonl", dst / "corpus.jsonl")
-    write_jsonl(dst / "queries.jsonl", kept)
-    (dst / "qrels").mkdir()
-    (dst / "qrels" / "train.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n"
-        + "".join(f"{r['_id']}\t{r['metadata']['passage_id']}\t1\n" for r in kept)
-    )
+    write_synth_folder(dst, corpus, kept)
     return {"questions": len(rows), "kept": len(kept)}
 
 
@@ -181,11 +172,11 @@ def main() -> None:
             )
         save()
 
-    def mined(name: str, beir: Path, model: str = "sentence-transformers/all-MiniLM-L6-v2") -> Path:
+    def mined(name: str, beir: Path) -> Path:
         out = work / f"{name}_negatives.jsonl"
         stage(
             f"mine_{name}",
-            [*PY, "retriever", "mine", "--config", str(CONFIG), f"data.beir_dir={beir}", f"model.name={model}",
+            [*PY, "retriever", "mine", "--config", str(CONFIG), f"data.beir_dir={beir}",
              "mining.method=bm25", f"mining.out={out}"],
         )  # fmt: skip
         return out

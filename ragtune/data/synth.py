@@ -16,7 +16,7 @@ Each question is then
    finds them);
 3. round-trip filtered (Promptagator, Dai et al. 2022; InPars): kept only if its own passage ranks
    within the top ``filter_k`` of the corpus for it, by BM25, by the dense retriever, or by both;
-   ``none`` keeps every question. The ranks are kept either way.
+   ``none`` keeps every question. Each kept question records the ranks the filter computed.
 
 Every kept question keeps its provenance: passage id, model, prompt template, few-shot file,
 sampling settings, seed, and the filter ranks. The output folder is a BEIR folder usable by
@@ -42,7 +42,14 @@ from ragtune.data.io import DataError, load_corpus, read_jsonl, save_dir_atomica
 from ragtune.data.schema import Passage
 from ragtune.errors import UserError
 
-__all__ = ["SynthSettings", "clean_question", "prompt_messages", "round_trip_ranks", "synth_queries"]
+__all__ = [
+    "SynthSettings",
+    "clean_question",
+    "prompt_messages",
+    "round_trip_ranks",
+    "synth_queries",
+    "write_synth_folder",
+]
 
 INSTRUCTION = (
     "Write one question that the passage below answers. Reply with the question only.\n\nPassage:\n{passage}"
@@ -173,8 +180,7 @@ def _near_duplicates(rows: list[dict[str, Any]], near: float, seed: int) -> set[
         sets, None, AuditSettings(near=near, seed=seed), desc="near-duplicate questions"
     )
     dropped: set[int] = set()
-    for a, b, _ in sorted(pairs, key=lambda t: (min(int(t[0]), int(t[1])), max(int(t[0]), int(t[1])))):
-        first, second = sorted((int(a), int(b)))
+    for first, second in sorted(tuple(sorted((int(a), int(b)))) for a, b, _ in pairs):
         if first not in dropped:
             dropped.add(second)
     return dropped
@@ -204,7 +210,7 @@ def synth_queries(corpus_path: str | Path, out: str | Path, s: SynthSettings) ->
         base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
     gen = Generator(
         GeneratorConfig(model=ModelConfig(name=base), precision=s.precision),
-        path=adapter or (s.model if Path(s.model).is_dir() else None),
+        path=adapter,  # a full model folder loads as the model name itself
     )
     tok = gen.tokenizer
     if not getattr(tok, "chat_template", None):
@@ -262,7 +268,7 @@ def synth_queries(corpus_path: str | Path, out: str | Path, s: SynthSettings) ->
 
     started = time.perf_counter()
     methods = {"none": [], "bm25": ["bm25"], "dense": ["dense"], "both": ["bm25", "dense"]}[s.filter]
-    for method in ("bm25", "dense") if s.filter == "both" else methods:
+    for method in methods:
         ranks = (
             round_trip_ranks(
                 [r["text"] for r in rows],
@@ -341,6 +347,21 @@ def synth_queries(corpus_path: str | Path, out: str | Path, s: SynthSettings) ->
     stats["hardware"] = hardware(s.precision)
     stats["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()}
 
+    write_synth_folder(out, corpus, queries, qa if s.answers else None, stats)
+    return stats
+
+
+def write_synth_folder(
+    out: str | Path,
+    corpus: Mapping[str, Passage],
+    queries: Sequence[Mapping[str, Any]],
+    qa: Sequence[Mapping[str, Any]] | None = None,
+    stats: Mapping[str, Any] | None = None,
+) -> None:
+    """Write, atomically, the BEIR folder of synthetic ``queries`` (rows with ``_id``, ``text`` and
+    ``metadata.passage_id``): ``corpus.jsonl``, ``queries.jsonl``, ``qrels/train.tsv`` (each query's
+    passage, grade 1), and ``qa_train.jsonl`` / ``synth_stats.json`` when given."""
+
     def write(tmp: Path) -> None:
         write_jsonl(
             tmp / "corpus.jsonl", ({"_id": p.id, "title": p.title, "text": p.text} for p in corpus.values())
@@ -351,9 +372,9 @@ def synth_queries(corpus_path: str | Path, out: str | Path, s: SynthSettings) ->
             "query-id\tcorpus-id\tscore\n"
             + "".join(f"{q['_id']}\t{q['metadata']['passage_id']}\t1\n" for q in queries)
         )
-        if s.answers:
+        if qa is not None:
             write_jsonl(tmp / "qa_train.jsonl", qa)
-        (tmp / "synth_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+        if stats is not None:
+            (tmp / "synth_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
 
     save_dir_atomically(Path(out), write)
-    return stats
