@@ -181,6 +181,19 @@ def _parser() -> argparse.ArgumentParser:
     gg.add_argument("--out", type=Path, required=True, help="predictions JSONL to write")
     gg.add_argument("--limit", type=int, default=0, help="answer only the first N questions")
     _config_args(gg)
+    gp = ge.add_parser(
+        "pairs", help="preference pairs from QA data and the model's own answers (for generator dpo)"
+    )
+    gp.add_argument(
+        "--model", type=Path, default=None, help="adapter or model that answers (default: dpo.sft_adapter)"
+    )
+    gp.add_argument("--input", type=Path, default=None, help="QA JSONL (default: data.train)")
+    gp.add_argument("--out", type=Path, required=True, help="pairs JSONL to write")
+    gp.add_argument("--limit", type=int, default=0, help="use only the first N questions")
+    _config_args(gp)
+    _config_args(
+        ge.add_parser("dpo", help="preference-tune a LoRA on top of the SFT adapter (DPO, IPO, RPO)")
+    )
     e2 = sub.add_parser("e2e", help="joint retriever + generator tuning").add_subparsers(
         dest="cmd", required=True
     )
@@ -388,6 +401,15 @@ def _generator(args: argparse.Namespace) -> int:
 
         folder = train(cfg) / output_folder(cfg.peft.method)
         print(f"written to {folder}")
+    elif args.cmd == "dpo":
+        from ragtune.generator.dpo import train_dpo
+
+        print(f"written to {train_dpo(cfg) / 'adapter'}")
+    elif args.cmd == "pairs":
+        from ragtune.generator.pairs import build_pairs
+
+        stats = build_pairs(cfg, args.model, args.input, args.out, args.limit)
+        print(f"{stats['pairs']} pairs written to {args.out} (kinds: {stats['kinds']})")
     else:
         from ragtune.generator.generate import generate
 

@@ -236,6 +236,7 @@ class Task(Protocol):
     metric: str  # the validation score's name, e.g. "nDCG@10" or "val_loss"
     higher_is_better: bool
     params: list[torch.nn.Parameter]  # the trainable parameters (gradients summed, clipped)
+    # Optional: ``step_log``, a dict of the last step's own figures, merged into its history record.
 
     def epoch_steps(self, epoch: int) -> Sequence[Any]:
         """The step batches of an epoch (a pure function of seed and epoch)."""
@@ -309,6 +310,7 @@ class Run:
                     "lr": scheduler.get_last_lr()[0],
                     f"{task.unit}_per_s": units / seconds if seconds > 0 else 0.0,
                     "processes": dist.world_size(),
+                    **getattr(task, "step_log", {}),  # a task's own per-step figures (DPO's reward margin)
                 }
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", speed=f"{record[f'{task.unit}_per_s']:.1f} {task.unit}/s")

@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ragtune.data.schema import Negative, Passage, Prediction, QAExample, Query, Triplet, text_id
+from ragtune.data.schema import (
+    Negative,
+    Passage,
+    Prediction,
+    PreferencePair,
+    QAExample,
+    Query,
+    Triplet,
+    text_id,
+)
 from ragtune.errors import UserError
 
 Qrels = dict[str, dict[str, int]]  # query id -> document id -> graded relevance
@@ -485,6 +494,45 @@ def load_qa(path: str | Path, corpus: Mapping[str, Passage] | None = None) -> li
     if not out:
         raise DataError(path, None, None, "no QA examples")
     return out
+
+
+def load_pairs(path: str | Path, corpus: Mapping[str, Passage] | None = None) -> list[PreferencePair]:
+    """Read preference-pair JSONL (``ragtune generator pairs`` writes it): ``id``, ``question``,
+    ``chosen``, ``rejected``, optional ``passages`` (texts, ``{"id"}`` or ``{"text"}`` objects) and
+    ``kind``. A pair whose two answers are the same text teaches nothing and is an error."""
+    path = Path(path)
+    out: list[PreferencePair] = []
+    seen: set[str] = set()
+    for line, obj in read_jsonl(path):
+        pair_id = _req_str(obj, "id", path, line)
+        if pair_id in seen:
+            raise DataError(path, line, "id", f"duplicate id {pair_id!r}")
+        seen.add(pair_id)
+        question = _req_str(obj, "question", path, line)
+        chosen = _req_str(obj, "chosen", path, line)
+        rejected = _req_str(obj, "rejected", path, line)
+        if chosen.strip() == rejected.strip():
+            raise DataError(path, line, "rejected", "the same text as 'chosen': the pair prefers nothing")
+        passages: list[Passage] = []
+        if obj.get("passages") is not None:
+            passages = [p for p, _ in _passages(obj, "passages", path, line, corpus)]
+        kind = _opt_str(obj, "kind", path, line)
+        out.append(PreferencePair(pair_id, question, tuple(passages), chosen, rejected, kind))
+    if not out:
+        raise DataError(path, None, None, "no preference pairs")
+    return out
+
+
+def pair_to_dict(pair: PreferencePair) -> dict[str, Any]:
+    """The JSONL form of a preference pair (passages as objects)."""
+    return {
+        "id": pair.id,
+        "question": pair.question,
+        "passages": [{"id": p.id, "title": p.title, "text": p.text} for p in pair.passages],
+        "chosen": pair.chosen,
+        "rejected": pair.rejected,
+        "kind": pair.kind,
+    }
 
 
 def qa_to_dict(ex: QAExample, contexts_by_id: bool = False) -> dict[str, Any]:

@@ -72,6 +72,21 @@ class QAExample:
 
 
 @dataclass(frozen=True)
+class PreferencePair:
+    """A preference pair for DPO: the same prompt (question + passages), a chosen and a rejected answer.
+
+    ``kind`` says how it was made (``ragtune generator pairs``: ``closed_book``, ``distractors``,
+    ``unanswerable``; anything for pairs from elsewhere)."""
+
+    id: str
+    question: str
+    passages: tuple[Passage, ...]
+    chosen: str
+    rejected: str
+    kind: str = ""
+
+
+@dataclass(frozen=True)
 class Prediction:
     """A generated answer to score: its reference and, optionally, the passage texts it was given."""
 

@@ -226,6 +226,73 @@ class GenerateConfig:
 
 
 @dataclass
+class PairsMix:
+    """The share of questions that get a pair of each kind (each drawn independently, seeded)."""
+
+    closed_book: float = setting(
+        1.0, help="(a) chosen: the reference with the gold passages; rejected: the model's answer with none"
+    )
+    distractors: float = setting(
+        1.0,
+        help="(b) chosen: the reference (gold passages among distractors); rejected: the model's "
+        "answer from the distractors alone",
+    )
+    unanswerable: float = setting(
+        0.5, help="(c) distractors only: chosen prompt.no_answer, rejected the reference answer"
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("closed_book", "distractors", "unanswerable"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"pairs.mix.{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass
+class PairsConfig:
+    """How ``ragtune generator pairs`` builds preference pairs from ``data.train`` and the model
+    (``dpo.sft_adapter`` unless ``--model`` says otherwise)."""
+
+    mix: PairsMix = setting(factory=PairsMix, help="share of questions per pair kind")
+    num_distractors: int = setting(3, help="distractor passages per question (kinds b and c)")
+    distractors: Literal["bm25", "dense"] = setting(
+        "bm25", help="distractors: top BM25 or data.retriever hits that are not gold passages"
+    )
+
+    def __post_init__(self) -> None:
+        if self.num_distractors < 1:
+            raise ValueError("pairs.num_distractors must be >= 1")
+
+
+@dataclass
+class DpoConfig:
+    """Preference tuning (``ragtune generator dpo``): a fresh LoRA on top of the SFT model, the
+    reference being that model with the LoRA disabled. Optimiser settings come from ``train``."""
+
+    pairs: Path | None = setting(None, help="training pairs JSONL (`ragtune generator pairs` writes one)")
+    val_pairs: Path | None = setting(
+        None, help="validation pairs JSONL (null: hold out data.val_fraction of the pairs)"
+    )
+    sft_adapter: Path | None = setting(
+        None,
+        help="LoRA adapter of `generator train`, merged into the weights: the policy's start and the "
+        "reference (null: the base model)",
+    )
+    loss: Literal["sigmoid", "ipo", "rpo"] = setting(
+        "sigmoid",
+        help="sigmoid: DPO (Rafailov et al. 2023); ipo: IPO on per-token log-ratios (Azar et al. "
+        "2023); rpo: DPO + rpo_alpha x the chosen answers' NLL (Pang et al. 2024)",
+    )
+    beta: float = setting(0.1, help="DPO temperature beta; IPO's tau")
+    rpo_alpha: float = setting(1.0, help="weight of the chosen answers' mean token NLL (loss=rpo)")
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise ValueError(f"dpo.beta must be > 0, got {self.beta}")
+        if self.rpo_alpha < 0:
+            raise ValueError(f"dpo.rpo_alpha must be >= 0, got {self.rpo_alpha}")
+
+
+@dataclass
 class GeneratorConfig:
     """Top-level generator config (``configs/generator/*.yaml``)."""
 
@@ -240,6 +307,8 @@ class GeneratorConfig:
     data: DataConfig = setting(factory=DataConfig, help="QA JSONL files and where passages come from")
     train: TrainConfig = setting(factory=TrainConfig, help="SFT: cross-entropy on answer tokens only")
     generate: GenerateConfig = setting(factory=GenerateConfig, help="decoding for `generator generate`")
+    pairs: PairsConfig = setting(factory=PairsConfig, help="preference pairs for DPO (`generator pairs`)")
+    dpo: DpoConfig = setting(factory=DpoConfig, help="preference tuning (`generator dpo`)")
     logging: LoggingConfig = setting(factory=LoggingConfig, help="where metrics go besides history.jsonl")
     output_dir: Path = setting(Path("runs/generator"), help="folder for everything a command writes")
     save_merged: bool = setting(

@@ -123,21 +123,35 @@ class PromptEncoder:
 
     def encode(self, question: str, passages: Sequence[Passage], answer: str) -> EncodedExample:
         """A training example: prompt + answer + end of turn, labels on the answer part only."""
-        target = self.answer_ids(answer)
-        if not answer.strip() or len(target) <= len(self.end_ids):
-            raise ValueError("the answer is empty: the example would have no answer token to learn")
-        budget = self.max_length - len(target)
+        return self.encode_answers(question, passages, [answer])[0]
+
+    def encode_answers(
+        self, question: str, passages: Sequence[Passage], answers: Sequence[str]
+    ) -> list[EncodedExample]:
+        """One example per answer, all with the same prompt: the passages are trimmed to leave room
+        for the longest answer (a preference pair's two answers must follow the same prompt)."""
+        targets = []
+        for answer in answers:
+            target = self.answer_ids(answer)
+            if not answer.strip() or len(target) <= len(self.end_ids):
+                raise ValueError("the answer is empty: the example would have no answer token to learn")
+            targets.append(target)
+        longest = max(len(t) for t in targets)
+        budget = self.max_length - longest
         kept, truncated = self.fit_passages(question, passages, budget)
         prompt = self.prompt_ids(question, kept)
         if len(prompt) > budget:
             raise ValueError(
-                f"question and answer alone take {len(prompt) + len(target)} tokens, more than "
+                f"question and answer alone take {len(prompt) + longest} tokens, more than "
                 f"max_length={self.max_length}: no answer token would be left after truncation"
             )
-        return EncodedExample(
-            input_ids=prompt + target,
-            labels=[IGNORE_INDEX] * len(prompt) + target,
-            n_prompt=len(prompt),
-            passages_kept=len(kept),
-            truncated=truncated,
-        )
+        return [
+            EncodedExample(
+                input_ids=prompt + target,
+                labels=[IGNORE_INDEX] * len(prompt) + target,
+                n_prompt=len(prompt),
+                passages_kept=len(kept),
+                truncated=truncated,
+            )
+            for target in targets
+        ]
