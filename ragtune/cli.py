@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--bertscore-layer", type=int, default=None, help="BERTScore's hidden layer (default: the last)"
     )
+    g.add_argument(
+        "--abstain-text",
+        action="append",
+        default=[],
+        metavar="PHRASE",
+        help="another phrase that marks an answer as an abstention (repeatable; rows with "
+        "'answerable' get abstain / false-abstain rates)",
+    )
 
     # ragtune data ...
     da = sub.add_parser("data", help="convert and check data").add_subparsers(dest="cmd", required=True)
@@ -180,6 +188,11 @@ def _parser() -> argparse.ArgumentParser:
     gg.add_argument("--input", type=Path, default=None, help="QA JSONL to answer (default: data.test)")
     gg.add_argument("--out", type=Path, required=True, help="predictions JSONL to write")
     gg.add_argument("--limit", type=int, default=0, help="answer only the first N questions")
+    gg.add_argument(
+        "--unanswerable",
+        action="store_true",
+        help="also ask each question with its gold passages removed (abstention check)",
+    )
     _config_args(gg)
     gp = ge.add_parser(
         "pairs", help="preference pairs from QA data and the model's own answers (for generator dpo)"
@@ -262,13 +275,12 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
 
 def _eval_generation(args: argparse.Namespace) -> int:
     from ragtune.data.io import load_predictions
-    from ragtune.eval.answers import answer_metrics
-    from ragtune.eval.generation import score_predictions
+    from ragtune.eval.abstention import ABSTAIN_PHRASES, score_answer_rows
     from ragtune.eval.report import markdown_table, write_metrics
 
     rows = load_predictions(args.predictions)
-    metrics, per = score_predictions(rows)
-    extra = answer_metrics(rows, metrics, per, args.meteor, args.bertscore, args.bertscore_layer)
+    phrases = [*ABSTAIN_PHRASES, *args.abstain_text]
+    metrics, per, extra = score_answer_rows(rows, args.meteor, args.bertscore, args.bertscore_layer, phrases)
     write_metrics(args.out, metrics, per, n_examples=len(rows), faithfulness_scorer="lexical", **extra)
     print(markdown_table({args.predictions.name: metrics}, label="predictions"))
     print(f"{len(rows)} predictions; written to {args.out}")
@@ -413,7 +425,7 @@ def _generator(args: argparse.Namespace) -> int:
     else:
         from ragtune.generator.generate import generate
 
-        stats = generate(cfg, args.model, args.input, args.out, args.limit)
+        stats = generate(cfg, args.model, args.input, args.out, args.limit, args.unanswerable)
         print(
             f"{stats['examples']} predictions written to {args.out} "
             f"({stats['tokens']} tokens at {stats['tokens_per_s']:.1f} tokens/s)"

@@ -291,8 +291,13 @@ def load_predictions(path: str | Path) -> list[Prediction]:
         ):
             field = "final_decision" if "final_decision" in obj else "decision"
             raise DataError(path, line, field, f"expected yes, no or maybe, got {decision!r}")
+        answerable = obj.get("answerable")
+        if answerable is not None and not isinstance(answerable, bool):
+            raise DataError(path, line, "answerable", f"expected true or false, got {answerable!r}")
         rows.append(
-            Prediction(str(obj.get("id", line)), obj["prediction"], obj["reference"], texts, decision)
+            Prediction(
+                str(obj.get("id", line)), obj["prediction"], obj["reference"], texts, decision, answerable
+            )
         )
     if not rows:
         raise DataError(path, None, None, "no predictions")

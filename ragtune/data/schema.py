@@ -95,3 +95,4 @@ class Prediction:
     reference: str
     contexts: list[str] | None = None
     decision: str | None = None  # gold yes/no/maybe (PubMedQA's final_decision), when the row has one
+    answerable: bool | None = None  # False: asked with its gold passages removed (abstention check)

@@ -209,6 +209,11 @@ class EvalConfig:
         help="how held-out questions are retrieved (the retrieval metrics and the generator's top_k "
         "passages): the dense retriever, BM25, or their reciprocal-rank fusion",
     )
+    unanswerable: bool = setting(
+        False,
+        help="also ask each held-out question with its gold passages removed (the top_k non-gold hits): "
+        "abstain_rate and false_abstain_rate join the metrics",
+    )
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):

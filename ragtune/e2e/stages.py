@@ -378,10 +378,52 @@ def evaluate(r: Round) -> dict[str, Any]:
                 "metrics": {**ranking.per_query.get(e.id, {}), **per[e.id], "faithfulness": f},
             }
         )
+    metrics = {**ir, **gen, "faithfulness": float(np.mean(faith))}
+    if cfg.eval.unanswerable:
+        metrics.update(abstention(r, hits, answers))
     if dist.is_main():
         write_jsonl(r.out / "rounds" / f"round_{r.number}" / "predictions.jsonl", rows)
-    metrics = {**ir, **gen, "faithfulness": float(np.mean(faith))}
     return {"metrics": metrics, "errors": errors, "generate_tokens_per_s": speed.get("tokens_per_s", 0.0)}
+
+
+def abstention(
+    r: Round, hits: Sequence[Sequence[tuple[str, float]]], answers: Sequence[str]
+) -> dict[str, float]:
+    """Ask each held-out question again with the ``top_k`` best non-gold hits (its gold passages
+    removed) and count abstentions (:mod:`ragtune.eval.abstention`): ``abstain_rate`` there,
+    ``false_abstain_rate`` on ``answers`` (the questions asked with their retrieved passages).
+    Writes ``rounds/round_<r>/predictions_unanswerable.jsonl``."""
+    from ragtune.data.schema import Prediction
+    from ragtune.eval.abstention import abstention_metrics
+
+    cfg, data = r.cfg, r.data
+    shown = []
+    for e, h in zip(data.eval, hits, strict=True):
+        gold = set(data.gold_ids(e))
+        shown.append([data.corpus[pid] for pid, _ in h if pid not in gold][: cfg.top_k])
+    refused, _, _ = r.generator.answer([e.question for e in data.eval], shown)
+    rows = [Prediction(e.id, a, e.answer, answerable=True) for e, a in zip(data.eval, answers, strict=True)]
+    rows += [
+        Prediction(f"{e.id}#unanswerable", a, e.answer, answerable=False)
+        for e, a in zip(data.eval, refused, strict=True)
+    ]
+    if dist.is_main():
+        write_jsonl(
+            r.out / "rounds" / f"round_{r.number}" / "predictions_unanswerable.jsonl",
+            [
+                {
+                    "id": f"{e.id}#unanswerable",
+                    "question": e.question,
+                    "contexts": [p.id for p in ps],
+                    "prediction": a,
+                    "reference": e.answer,
+                    "answerable": False,
+                }
+                for e, ps, a in zip(data.eval, shown, refused, strict=True)
+            ],
+        )
+    m = abstention_metrics(rows)
+    return {"abstain_rate": m["abstain_rate"], "false_abstain_rate": m["false_abstain_rate"]}
 
 
 # ----------------------------------------------------------------------------------- helpers

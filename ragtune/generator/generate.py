@@ -20,9 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ragtune.data.io import atomic_write_text, load_qa, write_jsonl
-from ragtune.data.schema import Passage
+from ragtune.data.schema import Passage, QAExample
 from ragtune.errors import UserError
-from ragtune.generator.collator import PassageSource, load_corpus_arg
+from ragtune.generator.collator import PassageSource, gold_passages, load_corpus_arg
 from ragtune.generator.config import GenerateConfig, GeneratorConfig
 from ragtune.generator.model import load_tokenizer, load_trained
 from ragtune.generator.prompt import PromptEncoder
@@ -168,17 +168,44 @@ class Generator:
         return self.answer(self.build(questions, passages)[0])
 
 
+def without_gold(
+    examples: Sequence[QAExample], shown: Sequence[Sequence[Passage]], source: PassageSource
+) -> list[list[Passage]]:
+    """Each question's shown passages minus its gold ones (``contexts`` / ``positive_ids``); where
+    nothing is left (``data.passages=given``), as many BM25 distractors as passages were shown."""
+    golds = [{p.id for p in gold_passages(e, source.corpus)} | set(e.positive_ids) for e in examples]
+    missing = [e.id for e, g in zip(examples, golds, strict=True) if not g]
+    if missing:
+        raise UserError(
+            f"example {missing[0]!r} names no gold passage (contexts or positive_ids): it cannot be "
+            "asked without them"
+        )
+    rest = [[p for p in s if p.id not in g] for s, g in zip(shown, golds, strict=True)]
+    need = [i for i, r in enumerate(rest) if not r]
+    if need:
+        width = max(1, max(len(s) for s in shown))
+        found = source.distractors([examples[i] for i in need], width, "bm25")
+        for i, d in zip(need, found, strict=True):
+            rest[i] = list(d[: max(1, len(shown[i]))])
+    return rest
+
+
 def generate(
     cfg: GeneratorConfig,
     model_path: str | Path | None,
     input_path: str | Path | None,
     out: str | Path,
     limit: int = 0,
+    unanswerable: bool = False,
 ) -> dict[str, Any]:
     """Answer every question of ``input_path`` (default ``data.test``) and write predictions JSONL:
     ``id``, ``question``, ``contexts`` (the passages shown: id, title, text), ``prediction`` and,
     when the input has answers, ``reference``. Returns the speed statistics (also in
-    ``<out>.stats.json``)."""
+    ``<out>.stats.json``).
+
+    ``unanswerable``: ask each question a second time with its gold passages removed (row id
+    ``<id>#unanswerable``, see :func:`without_gold`); every row then says ``answerable`` true or
+    false, for the abstention rates of ``ragtune eval generation``."""
     source_path = input_path or cfg.data.test
     if source_path is None:
         raise UserError("no questions: give --input or set data.test")
@@ -186,19 +213,26 @@ def generate(
     examples = load_qa(source_path, corpus)
     if limit:
         examples = examples[:limit]
-    shown = PassageSource(cfg.data, corpus, examples, cfg.precision).shown(examples)
+    source = PassageSource(cfg.data, corpus, examples, cfg.precision)
+    shown = source.shown(examples)
+    asked = [(e, passages, None) for e, passages in zip(examples, shown, strict=True)]
+    if unanswerable:
+        asked = [(e, p, True) for e, p, _ in asked]
+        asked += [(e, p, False) for e, p in zip(examples, without_gold(examples, shown, source), strict=True)]
     gen = Generator(cfg, model_path)
-    prompts, kept = gen.build([e.question for e in examples], shown)
+    prompts, kept = gen.build([e.question for e, _, _ in asked], [p for _, p, _ in asked])
     answers = gen.answer(prompts)
     rows = []
-    for e, passages, answer in zip(examples, kept, answers, strict=True):
+    for (e, _, answerable), passages, answer in zip(asked, kept, answers, strict=True):
         row: dict[str, Any] = {
-            "id": e.id,
+            "id": e.id if answerable is not False else f"{e.id}#unanswerable",
             "question": e.question,
             "contexts": [{"id": p.id, "title": p.title, "text": p.text} for p in passages],
             "prediction": answer,
             "reference": e.answer,
         }
+        if answerable is not None:
+            row["answerable"] = answerable
         row.update({k: v for k, v in e.meta.items() if k not in row})
         rows.append(row)
     out = Path(out)

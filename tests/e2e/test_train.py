@@ -402,3 +402,28 @@ def test_feedback_scores_each_passage_once_and_match_the_training_model(
             assert int(counts[q, j]) == int(n[0])
             assert float(sums[q, j]) == pytest.approx(float(want[0]), rel=1e-4, abs=1e-4)
     assert sums[0, 0] == sums[0, 2] and sums[1, 0] == sums[1, 1]
+
+
+def test_joint_eval_asks_again_without_the_gold_passages(
+    tmp_path: Path, tiny_encoder: Path, tiny_lm: Path
+) -> None:
+    from ragtune.e2e.state import Data
+    from ragtune.e2e.train import train
+    from ragtune.eval.abstention import is_abstention
+
+    cfg = tiny_config(
+        tmp_path / "run", tiny_encoder, tiny_lm, "rounds=0", "eval.passages=bm25", "eval.unanswerable=true"
+    )
+    out = train(cfg)
+    folder = out / "rounds" / "round_0"
+    answered = [json.loads(x) for x in (folder / "predictions.jsonl").read_text().splitlines()]
+    refused = [json.loads(x) for x in (folder / "predictions_unanswerable.jsonl").read_text().splitlines()]
+    data = Data(cfg)
+    gold = {e.id: set(data.gold_ids(e)) for e in data.eval}
+    assert [r["id"] for r in refused] == [f"{r['id']}#unanswerable" for r in answered]
+    for r in refused:
+        assert len(r["contexts"]) == cfg.top_k and not set(r["contexts"]) & gold[r["id"].split("#")[0]]
+        assert r["answerable"] is False
+    m = final_metrics(out)
+    assert m["abstain_rate"] == sum(is_abstention(r["prediction"]) for r in refused) / len(refused)
+    assert m["false_abstain_rate"] == sum(is_abstention(r["prediction"]) for r in answered) / len(answered)

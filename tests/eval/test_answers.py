@@ -117,3 +117,46 @@ def test_eval_generation_cli_adds_the_answer_metrics(tmp_path: Path, bert_folder
     out.unlink()
     assert main(args) == 2
     assert "preds.jsonl:1: field 'final_decision'" in capsys.readouterr().err and not out.exists()
+
+
+def test_abstention_is_counted_on_a_constructed_case(tmp_path: Path, capsys) -> None:
+    from ragtune.cli import main
+    from ragtune.data.schema import Prediction
+    from ragtune.eval.abstention import abstention_metrics, is_abstention, score_answer_rows
+
+    assert is_abstention("The passages do not say.") and is_abstention("Sorry - the passages do NOT say")
+    assert not is_abstention("The passages say it is red.")
+    assert is_abstention("Unknown.", ["unknown"]) and not is_abstention("Unknown.")
+    rows = [
+        Prediction("a", "red", "red", answerable=True),
+        Prediction("b", "The passages do not say.", "blue", answerable=True),  # a false abstention
+        Prediction("c", "green wings", "green", answerable=True),
+        Prediction("d", "yellow", "blue", answerable=True),
+        Prediction("a#u", "The passages do not say.", "red", answerable=False),
+        Prediction("b#u", "blue", "blue", answerable=False),  # answered without support
+        Prediction("c#u", "It is not mentioned in the passages.", "green", answerable=False),
+    ]
+    m = abstention_metrics(rows)
+    assert m == {"n_answerable": 4, "n_unanswerable": 3, "abstain_rate": 2 / 3, "false_abstain_rate": 1 / 4}
+    metrics, per, extra = score_answer_rows(rows)
+    # answer metrics over the 4 answerable rows; answered_* over the 3 that did not abstain
+    assert metrics["EM"] == pytest.approx(1 / 4) and metrics["answered_EM"] == pytest.approx(1 / 3)
+    assert metrics["n_answered"] == 3 and per["b"]["abstained"] == 1.0 and per["b#u"]["abstained"] == 0.0
+    assert "abstain_phrases" in extra
+
+    path = tmp_path / "pred.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps(
+                {"id": r.id, "prediction": r.prediction, "reference": r.reference, "answerable": r.answerable}
+            )
+            + "\n"
+            for r in rows
+        )
+    )
+    assert main(["eval", "generation", "--predictions", str(path), "--out", str(tmp_path / "m.json")]) == 0
+    saved = json.loads((tmp_path / "m.json").read_text())["metrics"]
+    assert saved["abstain_rate"] == pytest.approx(2 / 3) and saved["false_abstain_rate"] == 0.25
+    path.write_text(json.dumps({"prediction": "x", "reference": "y", "answerable": "yes"}) + "\n")
+    assert main(["eval", "generation", "--predictions", str(path), "--out", str(tmp_path / "n.json")]) == 2
+    assert "pred.jsonl:1: field 'answerable': expected true or false" in capsys.readouterr().err

@@ -352,3 +352,28 @@ def test_a_reranker_orders_the_retrieved_passages(tiny_cross_encoder: Path) -> N
         DataConfig(passages="given", reranker=str(tiny_cross_encoder))
     with pytest.raises(ValueError, match="rerank_top_n"):
         DataConfig(passages="bm25", top_k=5, reranker=str(tiny_cross_encoder), rerank_top_n=3)
+
+
+def test_unanswerable_asks_each_question_again_without_its_gold_passages(
+    tmp_path: Path, tiny_lm: Path
+) -> None:
+    corpus = load_corpus(DEMO / "corpus.jsonl")
+    questions = load_qa(DEMO / "qa_test.jsonl", corpus)[:4]
+    out = tmp_path / "pred.jsonl"
+    base = ("generate.max_new_tokens=3", "generate.batch_size=4")
+    for extra in ((), ("data.passages=bm25", "data.top_k=3")):
+        generate(make_cfg(tmp_path, tiny_lm, *base, *extra), None, None, out, 4, unanswerable=True)
+        rows = {r["id"]: r for r in read_jsonl(out)}
+        assert len(rows) == 8
+        for e in questions:
+            kept, dropped = rows[e.id], rows[f"{e.id}#unanswerable"]
+            assert kept["answerable"] is True and dropped["answerable"] is False
+            gold = {p.id for p in e.contexts} | set(e.positive_ids)
+            shown = [c["id"] for c in kept["contexts"]]
+            rest = [c["id"] for c in dropped["contexts"]]
+            assert rest and not set(rest) & gold
+            if extra:  # retrieved passages: the same list, the gold ones taken out
+                assert rest == [i for i in shown if i not in gold] or not [i for i in shown if i not in gold]
+            else:  # given passages: as many BM25 distractors as passages were shown
+                assert shown == [p.id for p in e.contexts] and len(rest) == len(shown)
+            assert dropped["reference"] == e.answer
