@@ -187,7 +187,11 @@ class Generator:
         self.enc = PromptEncoder(self.tokenizer, g.prompt, g.model.max_length)
         base = load_base(g.model).to(dist.device())
         start = adapter or g.adapter
-        if start is not None:
+        from ragtune.generator import bottleneck
+
+        if start is not None and bottleneck.is_bottleneck(start):
+            self.model = bottleneck.load_bottlenecks(base, start, trainable=True)
+        elif start is not None:
             from peft import PeftModel
 
             self.model = PeftModel.from_pretrained(base, str(require_safetensors(start)), is_trainable=True)
@@ -196,8 +200,10 @@ class Generator:
         self.pad_id = self.tokenizer.pad_token_id
 
     def save(self, folder: Path) -> None:
-        self.model.save_pretrained(str(folder))
-        self.tokenizer.save_pretrained(str(folder))
+        from ragtune.generator.model import save_model
+        from ragtune.models import resolve_model
+
+        save_model(self.model, self.tokenizer, folder, str(resolve_model(self.cfg.generator.model.name)))
 
     def inference_copy(self) -> torch.nn.Module:
         """A frozen copy of the model for scoring and answering: a LoRA / IA3 adapter merged into the

@@ -91,8 +91,10 @@ class RaftConfig(RaftMix):
 class PeftConfig:
     """The fine-tuning method, all through peft except ``full``."""
 
-    method: Literal["lora", "ia3", "prefix", "prompt", "full"] = setting(
-        "lora", help="LoRA, IA3 (T-Few), prefix tuning, prompt tuning (all peft) or full fine-tuning"
+    method: Literal["lora", "ia3", "prefix", "prompt", "bottleneck", "full"] = setting(
+        "lora",
+        help="LoRA, IA3 (T-Few), prefix tuning, prompt tuning (all peft), bottleneck adapters "
+        "(Houlsby) or full fine-tuning",
     )
     r: int = setting(16, help="LoRA rank")
     alpha: int = setting(32, help="LoRA alpha (updates are scaled by alpha / r)")
@@ -104,6 +106,11 @@ class PeftConfig:
         help="modules LoRA adapts (default: every attention and MLP projection of Llama-style models)",
     )
     num_virtual_tokens: int = setting(20, help="virtual tokens of prefix and prompt tuning")
+    bottleneck_size: int = setting(64, help="hidden size of each bottleneck adapter")
+    bottleneck_modules: list[str] = setting(
+        factory=lambda: ["o_proj", "down_proj"],
+        help="projections followed by a bottleneck adapter (Houlsby: attention output and MLP output)",
+    )
 
     def __post_init__(self) -> None:
         if self.r < 1 or self.alpha < 1:
@@ -112,6 +119,8 @@ class PeftConfig:
             raise ValueError("peft.dropout must be in [0, 1)")
         if self.num_virtual_tokens < 1:
             raise ValueError("peft.num_virtual_tokens must be >= 1")
+        if self.bottleneck_size < 1 or not self.bottleneck_modules:
+            raise ValueError("peft.bottleneck_size must be >= 1 and peft.bottleneck_modules not empty")
 
 
 @dataclass

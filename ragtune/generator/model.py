@@ -76,6 +76,10 @@ def apply_peft(model: PreTrainedModel, cfg: PeftConfig) -> torch.nn.Module:
     if cfg.method == "full":
         model.requires_grad_(True)
         return model
+    if cfg.method == "bottleneck":
+        from ragtune.generator.bottleneck import add_bottlenecks
+
+        return add_bottlenecks(model, cfg.bottleneck_size, cfg.bottleneck_modules)
     import peft
 
     task = peft.TaskType.CAUSAL_LM
@@ -120,11 +124,31 @@ def load_trained(path: str | Path | None, cfg: ModelConfig) -> PreTrainedModel |
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model or adapter folder")
+    from ragtune.generator import bottleneck
+
+    if bottleneck.is_bottleneck(path):
+        return bottleneck.load_bottlenecks(load_base(cfg, _saved_base(path, bottleneck.CONFIG_FILE)), path)
     if not is_adapter(path):
         return load_base(cfg, path)
     from peft import PeftModel
 
-    saved_base = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
-    base = saved_base if saved_base and Path(saved_base).exists() else None
-    model = load_base(cfg, base)
+    model = load_base(cfg, _saved_base(path, ADAPTER_CONFIG))
     return PeftModel.from_pretrained(model, str(require_safetensors(path)))
+
+
+def _saved_base(path: Path, config_file: str) -> str | None:
+    """The base model an adapter folder names, when that folder exists here (else None: ``cfg.name``)."""
+    saved = json.loads((path / config_file).read_text()).get("base_model_name_or_path")
+    return saved if saved and Path(saved).exists() else None
+
+
+def save_model(model: torch.nn.Module, tokenizer, folder: Path, base: str) -> None:
+    """Write a trained generator into ``folder``: a peft adapter folder, a full transformers folder,
+    or bottleneck adapters (:mod:`ragtune.generator.bottleneck`), with the tokenizer."""
+    if getattr(model, "bottleneck_config", None) is not None:
+        from ragtune.generator.bottleneck import save_bottlenecks
+
+        save_bottlenecks(model, folder, base)
+    else:
+        model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))

@@ -46,6 +46,7 @@ from ragtune.generator.model import (
     load_tokenizer,
     merged_for_inference,
     output_folder,
+    save_model,
 )
 from ragtune.generator.prompt import EncodedExample, PromptEncoder
 from ragtune.generator.scoring import backward_answer_loss, validation_loss
@@ -130,8 +131,10 @@ def save_final(model: torch.nn.Module, tokenizer, folder: Path) -> None:
 
 
 def _save_model(model: torch.nn.Module, tokenizer, folder: Path) -> None:
-    model.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
+    from ragtune.models import resolve_model
+
+    base = getattr(getattr(model, "config", None), "_name_or_path", None) or ""
+    save_model(model, tokenizer, folder, str(resolve_model(base)) if base else base)
 
 
 class SFTTask:
@@ -196,7 +199,7 @@ class SFTTask:
 
 def train(cfg: GeneratorConfig) -> Path:
     """Fine-tune the generator as configured; returns ``cfg.output_dir``."""
-    if cfg.save_merged and cfg.peft.method in PROMPT_LEARNING:
+    if cfg.save_merged and cfg.peft.method in (*PROMPT_LEARNING, "bottleneck"):
         raise UserError(f"save_merged: peft.method={cfg.peft.method} has nothing to merge into the weights")
     run = Run(cfg)
     t = cfg.train

@@ -427,3 +427,27 @@ def test_joint_eval_asks_again_without_the_gold_passages(
     m = final_metrics(out)
     assert m["abstain_rate"] == sum(is_abstention(r["prediction"]) for r in refused) / len(refused)
     assert m["false_abstain_rate"] == sum(is_abstention(r["prediction"]) for r in answered) / len(answered)
+
+
+def test_the_joint_loop_trains_and_resaves_bottleneck_adapters(
+    tmp_path: Path, tiny_encoder: Path, tiny_lm: Path
+) -> None:
+    from ragtune.e2e.state import Generator
+    from ragtune.e2e.train import train
+    from ragtune.generator.bottleneck import adapter_state, is_bottleneck
+
+    extra = (
+        "rounds=1",
+        "generator.peft.method=bottleneck",
+        "generator.peft.bottleneck_size=8",
+        "data.max_eval=4",
+    )
+    out = train(tiny_config(tmp_path / "run", tiny_encoder, tiny_lm, *extra))
+    assert is_bottleneck(out / "adapter")
+    cfg = tiny_config(
+        tmp_path / "again", tiny_encoder, tiny_lm, *extra, f"generator.adapter={out / 'adapter'}"
+    )
+    loaded = Generator(cfg)
+    state = adapter_state(loaded.model)
+    assert state and all(p.requires_grad for n, p in loaded.model.named_parameters() if n in state)
+    assert any(float(v.abs().max()) > 0 for k, v in state.items() if k.endswith("up.weight"))  # trained

@@ -117,7 +117,7 @@ def greedy_by_full_forward(model, prompt: list[int], n: int) -> list[int]:
     return x[0, len(prompt) :].tolist()
 
 
-@pytest.mark.parametrize("method", ["lora", "ia3", "prefix", "prompt"])
+@pytest.mark.parametrize("method", ["lora", "ia3", "prefix", "prompt", "bottleneck"])
 def test_generation_with_every_peft_method_equals_greedy_full_forward(tiny_lm: Path, method: str) -> None:
     """KV-cached, left-padded generation gives the tokens of a cache-free greedy loop over the same
     forward pass that training uses, for batch sizes 8 and 1, and the adapter is in effect."""
@@ -131,7 +131,7 @@ def test_generation_with_every_peft_method_equals_greedy_full_forward(tiny_lm: P
     model = apply_peft(load_base(cfg.model), cfg.peft)
     with torch.no_grad():  # LoRA and IA3 start as the identity: move them off it
         for name, p in model.named_parameters():
-            if "lora_B" in name or "ia3_l" in name:
+            if "lora_B" in name or "ia3_l" in name or name.endswith(".up.weight"):
                 p.add_(torch.randn_like(p) * 0.5)
     model.eval()
     tok = load_tokenizer(str(tiny_lm))

@@ -168,7 +168,7 @@ def test_answer_loss_counts_only_answer_tokens(tiny_lm: Path) -> None:
         assert abs(float(answer_loss(model, edited, "fp32")[0]) - float(fast)) > 1e-4
 
 
-@pytest.mark.parametrize("method", ["lora", "ia3", "prefix", "prompt"])
+@pytest.mark.parametrize("method", ["lora", "ia3", "prefix", "prompt", "bottleneck"])
 def test_answer_only_logits_equal_the_full_path_for_every_peft_method(tiny_lm: Path, method: str) -> None:
     from ragtune.generator.model import n_virtual_tokens
     from ragtune.generator.scoring import answer_loss
@@ -296,7 +296,7 @@ def logits_of(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
         return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
 
 
-@pytest.mark.parametrize("method", ["lora", "ia3", "prefix", "prompt", "full"])
+@pytest.mark.parametrize("method", ["lora", "ia3", "prefix", "prompt", "bottleneck", "full"])
 def test_every_method_saves_a_folder_plain_peft_and_transformers_load(
     tmp_path: Path, tiny_lm: Path, method: str
 ) -> None:
@@ -316,6 +316,14 @@ def test_every_method_saves_a_folder_plain_peft_and_transformers_load(
         folder = out / "model"
         assert not (out / "adapter").exists() and not (folder / "adapter_config.json").exists()
         plain = AutoModelForCausalLM.from_pretrained(folder)
+    elif method == "bottleneck":  # not a peft folder: the adapters' config and weights, over the base
+        from ragtune.generator.bottleneck import load_bottlenecks
+
+        folder = out / "adapter"
+        assert json.loads((folder / "bottleneck_config.json").read_text())["base_model_name_or_path"] == str(
+            tiny_lm
+        )
+        plain = load_bottlenecks(AutoModelForCausalLM.from_pretrained(tiny_lm), folder)
     else:
         folder = out / "adapter"
         assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
@@ -336,7 +344,7 @@ def test_every_method_saves_a_folder_plain_peft_and_transformers_load(
     moved = max(float((ours_state[n] - fresh_state[n]).abs().max()) for n in trainable)
     assert 0.3 * lr < moved <= 3 * lr  # the lr schedule sums to 2 lr over the 3 steps
     assert float((logits_of(fresh, ids) - expected).abs().max()) > 1e-4
-    if method in ("lora", "ia3", "full"):  # these start as the base model itself
+    if method in ("lora", "ia3", "bottleneck", "full"):  # these start as the base model itself
         torch.testing.assert_close(logits_of(fresh, ids), logits_of(load_base(cfg.model), ids))
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 3 and summary["method"] == method
