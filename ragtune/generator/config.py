@@ -293,12 +293,19 @@ class DpoConfig:
     )
     beta: float = setting(0.1, help="DPO temperature beta; IPO's tau")
     rpo_alpha: float = setting(1.0, help="weight of the chosen answers' mean token NLL (loss=rpo)")
+    grad_chunk: int = setting(
+        2,
+        help="sequences per backward pass (the same gradient; one extra forward pass, a chunk's "
+        "activations in memory instead of the batch's; 0: the whole micro-batch at once)",
+    )
 
     def __post_init__(self) -> None:
         if self.beta <= 0:
             raise ValueError(f"dpo.beta must be > 0, got {self.beta}")
         if self.rpo_alpha < 0:
             raise ValueError(f"dpo.rpo_alpha must be >= 0, got {self.rpo_alpha}")
+        if self.grad_chunk < 0:
+            raise ValueError(f"dpo.grad_chunk must be >= 0, got {self.grad_chunk}")
 
 
 @dataclass

@@ -19,6 +19,11 @@ disabled (``PeftModel.disable_adapter``), which is exactly the SFT model. The ad
 r_sft + r_dpo, exact), so it loads on the base model with ``PeftModel.from_pretrained`` and no
 ragtune, and ``e2e`` takes it as ``generator.adapter``.
 
+Memory: with ``dpo.grad_chunk`` (default 2) the policy's log-probs are first computed without a
+graph, the loss's gradient with respect to each of them taken, and the gradient then
+back-propagated ``grad_chunk`` sequences at a time: exactly the same update for one extra forward
+pass, with one chunk's activations in memory instead of the micro-batch's (0: one pass).
+
 Speed on a CPU: a micro-batch is the chosen and rejected sequences padded together; vocabulary
 logits are computed only where an answer token is predicted (prompts with passages are long,
 answers short); bf16 autocast where bf16 is native (:mod:`ragtune.precision`).
@@ -164,12 +169,17 @@ class PreferenceTask:
             "logp_rejected": 0.0,
         }
         for b in shards:
-            out = self._forward([self.pairs[i] for i in b], grad=True)
+            pairs = [self.pairs[i] for i in b]
+            out = self._forward(pairs, grad=not d.grad_chunk)
+            if d.grad_chunk:  # the loss's gradient w.r.t. each sequence's log-prob, then chunk by chunk
+                out["policy"] = tuple(x.detach().requires_grad_() for x in out["policy"])
             per_pair, margin = self._losses(out)
             loss = per_pair.sum() / n_pairs
             if d.loss == "rpo":
                 loss = loss + d.rpo_alpha * (-out["policy"][0].sum()) / n_chosen
             loss.backward()
+            if d.grad_chunk:
+                self._backward_in_chunks(pairs, out["policy"][0].grad, out["policy"][1].grad)
             totals["loss"] += float(loss.detach()) * n_pairs
             totals["reward_margin"] += float(margin.sum())
             totals["reward_accuracy"] += float((margin > 0).sum())
@@ -178,6 +188,21 @@ class PreferenceTask:
         means = {k: dist.sum_value(v) / n_pairs for k, v in totals.items()}
         self.step_log = {k: v for k, v in means.items() if k != "loss"}
         return means["loss"], int(n_pairs)
+
+    def _backward_in_chunks(self, pairs, grad_chosen: torch.Tensor, grad_rejected: torch.Tensor) -> None:
+        """Back-propagate ``sum_i dL/dlogp_i * logp_i`` over the micro-batch's sequences,
+        ``dpo.grad_chunk`` sequences per forward + backward pass: the same gradient as one pass over
+        all of them (the loss depends on the parameters only through the log-probs), with the
+        activations of a chunk in memory instead of the whole batch's."""
+        seqs, coeffs = [], []
+        for (c, r), gc, gr in zip(pairs, grad_chosen.tolist(), grad_rejected.tolist(), strict=True):
+            seqs += [c, r]  # a pair's two sequences share their prompt length: little padding
+            coeffs += [gc, gr]
+        size = self.cfg.dpo.grad_chunk
+        for s in range(0, len(seqs), size):
+            batch = pad_batch(seqs[s : s + size], self.pad_id)
+            sums, _ = sequence_logprobs(self.model, batch, self.cfg.precision)
+            (sums * torch.tensor(coeffs[s : s + size], dtype=sums.dtype, device=sums.device)).sum().backward()
 
     @torch.no_grad()
     def evaluate(self, pairs: list[tuple]) -> dict[str, float]:
