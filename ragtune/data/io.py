@@ -146,6 +146,15 @@ def _req_str(obj: Mapping[str, Any], key: str, path: Path, line: int, *, allow_e
     return value
 
 
+def _unique_id(obj: Mapping[str, Any], seen: set[str], path: Path, line: int) -> str:
+    """The row's ``id``, an error when an earlier row of the file had it; added to ``seen``."""
+    row_id = _req_str(obj, "id", path, line)
+    if row_id in seen:
+        raise DataError(path, line, "id", f"duplicate id {row_id!r}")
+    seen.add(row_id)
+    return row_id
+
+
 def _opt_str(obj: Mapping[str, Any], key: str, path: Path, line: int) -> str:
     value = obj.get(key)
     if value is None:
@@ -467,10 +476,7 @@ def load_qa(path: str | Path, corpus: Mapping[str, Passage] | None = None) -> li
     out: list[QAExample] = []
     seen: set[str] = set()
     for line, obj in read_jsonl(path):
-        qa_id = _req_str(obj, "id", path, line)
-        if qa_id in seen:
-            raise DataError(path, line, "id", f"duplicate id {qa_id!r}")
-        seen.add(qa_id)
+        qa_id = _unique_id(obj, seen, path, line)
         question = _req_str(obj, "question", path, line)
         answer = _req_str(obj, "answer", path, line)
         contexts: list[Passage] = []
@@ -509,10 +515,7 @@ def load_pairs(path: str | Path, corpus: Mapping[str, Passage] | None = None) ->
     out: list[PreferencePair] = []
     seen: set[str] = set()
     for line, obj in read_jsonl(path):
-        pair_id = _req_str(obj, "id", path, line)
-        if pair_id in seen:
-            raise DataError(path, line, "id", f"duplicate id {pair_id!r}")
-        seen.add(pair_id)
+        pair_id = _unique_id(obj, seen, path, line)
         question = _req_str(obj, "question", path, line)
         chosen = _req_str(obj, "chosen", path, line)
         rejected = _req_str(obj, "rejected", path, line)

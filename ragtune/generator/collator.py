@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ragtune.data.io import load_corpus
+from ragtune.data.io import load_corpus, load_qa
 from ragtune.data.schema import Passage, QAExample
 from ragtune.errors import UserError
 from ragtune.generator.config import DataConfig, RaftMix
@@ -65,6 +65,18 @@ def load_corpus_arg(path: Path | None) -> dict[str, Passage] | None:
         return None
     path = Path(path)
     return load_corpus(path / "corpus.jsonl" if path.is_dir() else path)
+
+
+def load_questions(
+    path: str | Path | None, corpus_path: Path | None, default: str, limit: int = 0
+) -> tuple[list[QAExample], dict[str, Passage] | None]:
+    """The QA examples of ``path`` (the first ``limit`` when set) and the corpus of ``corpus_path``;
+    ``default`` names the config key that should have given a path when ``path`` is None."""
+    if path is None:
+        raise UserError(f"no questions: give --input or set {default}")
+    corpus = load_corpus_arg(corpus_path)
+    examples = load_qa(path, corpus)
+    return (examples[:limit] if limit else examples), corpus
 
 
 def gold_passages(example: QAExample, corpus: Mapping[str, Passage] | None) -> list[Passage]:

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ragtune.data.io import atomic_write_text, load_qa, write_jsonl
+from ragtune.data.io import atomic_write_text, write_jsonl
 from ragtune.data.schema import Passage, QAExample
 from ragtune.errors import UserError
-from ragtune.generator.collator import PassageSource, gold_passages, load_corpus_arg
+from ragtune.generator.collator import PassageSource, gold_passages, load_questions
 from ragtune.generator.config import GenerateConfig, GeneratorConfig
 from ragtune.generator.model import load_tokenizer, load_trained
 from ragtune.generator.prompt import PromptEncoder
@@ -206,13 +206,7 @@ def generate(
     ``unanswerable``: ask each question a second time with its gold passages removed (row id
     ``<id>#unanswerable``, see :func:`without_gold`); every row then says ``answerable`` true or
     false, for the abstention rates of ``ragtune eval generation``."""
-    source_path = input_path or cfg.data.test
-    if source_path is None:
-        raise UserError("no questions: give --input or set data.test")
-    corpus = load_corpus_arg(cfg.data.corpus)
-    examples = load_qa(source_path, corpus)
-    if limit:
-        examples = examples[:limit]
+    examples, corpus = load_questions(input_path or cfg.data.test, cfg.data.corpus, "data.test", limit)
     source = PassageSource(cfg.data, corpus, examples, cfg.precision)
     shown = source.shown(examples)
     asked = [(e, passages, None) for e, passages in zip(examples, shown, strict=True)]

@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ragtune.data.io import atomic_write_text, load_qa, pair_to_dict, write_jsonl
+from ragtune.data.io import atomic_write_text, pair_to_dict, write_jsonl
 from ragtune.data.schema import PreferencePair
 from ragtune.errors import UserError
 from ragtune.eval.generation import normalize_answer
-from ragtune.generator.collator import PassageSource, gold_passages, load_corpus_arg
+from ragtune.generator.collator import PassageSource, gold_passages, load_questions
 from ragtune.generator.config import GeneratorConfig
 
 KINDS = ("closed_book", "distractors", "unanswerable")
@@ -48,12 +48,7 @@ def build_pairs(
     from ragtune.generator.generate import Generator
 
     source_path = input_path or cfg.data.train
-    if source_path is None:
-        raise UserError("no questions: give --input or set data.train")
-    corpus = load_corpus_arg(cfg.data.corpus)
-    examples = load_qa(source_path, corpus)
-    if limit:
-        examples = examples[:limit]
+    examples, corpus = load_questions(source_path, cfg.data.corpus, "data.train", limit)
     source = PassageSource(cfg.data, corpus, examples, cfg.precision)
     golds = [gold_passages(e, corpus) for e in examples]
     missing = [e.id for e, g in zip(examples, golds) if not g]
