@@ -784,6 +784,7 @@ GROUNDED_PUBMEDQA = Table(
         ("bottleneck adapter SFT (size 70)", _GR, "sft_bottleneck"),
         ("SFT + DPO (sigmoid, beta 0.1)", _GR, "sft_dpo_sigmoid"),
         ("SFT + RPO (DPO + chosen NLL, alpha 1)", _GR, "sft_dpo_rpo"),
+        ("SFT + IPO (tau 0.1)", _GR, "sft_dpo_ipo"),
     ],
     [
         *(
