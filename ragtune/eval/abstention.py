@@ -34,7 +34,7 @@ ABSTAIN_PHRASES = (
 def is_abstention(text: str, phrases: Sequence[str] = ABSTAIN_PHRASES) -> bool:
     """Whether ``text`` declines to answer: it contains one of ``phrases`` (both normalised)."""
     norm = normalize_answer(text)
-    return any(normalize_answer(p) and normalize_answer(p) in norm for p in phrases)
+    return any(q and q in norm for q in map(normalize_answer, phrases))
 
 
 def abstention_metrics(rows: Sequence[Any], phrases: Sequence[str] = ABSTAIN_PHRASES) -> dict[str, float]:
@@ -82,7 +82,7 @@ def score_answer_rows(
         metrics.update(abstention_metrics(rows, phrases))
         for r in rows:
             per.setdefault(r.id, {})["abstained"] = float(is_abstention(r.prediction, phrases))
-        answered = [r for r in scored if not is_abstention(r.prediction, phrases)]
+        answered = [r for r in scored if not per[r.id]["abstained"]]
         if answered:
             sub, _ = score_predictions(answered)
             metrics.update({f"answered_{k}": v for k, v in sub.items()})

@@ -24,20 +24,7 @@ from ragtune.generator.dpo import (
 from ragtune.generator.model import load_base, load_tokenizer
 from ragtune.generator.prompt import PromptEncoder
 from tests.conftest import DEMO
-from tests.generator.test_train import demo_examples, hand_loss, make_cfg, tiny_lm_folder
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_lm_folder(tmp_path_factory)
+from tests.generator.test_train import demo_examples, hand_loss, make_cfg
 
 
 @pytest.fixture(scope="module")

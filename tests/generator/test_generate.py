@@ -15,14 +15,7 @@ from ragtune.generator.generate import Generator, generate, generate_ids, left_p
 from ragtune.generator.model import load_base, load_tokenizer
 from ragtune.retriever.bm25 import BM25
 from tests.conftest import DEMO, ROOT
-from tests.generator.test_train import _one_thread, make_cfg, tiny_lm_folder
-
-__all__ = ["_one_thread"]  # the module-scoped autouse fixture: one torch thread
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_lm_folder(tmp_path_factory)
+from tests.generator.test_train import make_cfg
 
 
 def test_left_pad() -> None:
