@@ -258,6 +258,25 @@ FAITHFULNESS = Table(
     ],
 )
 
+FAITHFULNESS_CHECKER = Table(
+    "faithfulness_checker",
+    [
+        ('length only ("the shorter answer is right")', "faithfulness_checker", "length_baseline"),
+        ("`lexical` (no model)", "faithfulness_checker", "lexical"),
+        ("trained checker (MiniLM cross-encoder, synthetic claims only)", "faithfulness_checker", "checker"),
+        ("checker x lexical", "faithfulness_checker", "checker*lexical"),
+    ],
+    [
+        ("AUROC", metric("AUROC", 3)),
+        ("lexically supported", metric("AUROC_lexically_supported", 3)),
+        ("length-matched", metric("AUROC_length_matched", 3)),
+        ("rows", lambda v: f"{v['metrics']['n_length_matched']}"),
+        ("hallucination not longer", metric("AUROC_not_longer", 3)),
+        ("first 100 rows", metric("AUROC_first100", 3)),
+        ("pairs/s", lambda v: fmt(v["pairs_per_s"], 1) if "pairs_per_s" in v else ""),
+    ],
+)
+
 GENERATOR_PUBMEDQA = Table(
     "generator_pubmedqa",
     [
@@ -495,6 +514,7 @@ DEMO_TIME = Table(
     [
         ("`make demo`, AVX2 kind", "demo_time_avx2", "make_demo"),
         ("`make demo`, AVX512-BF16 kind", "demo_time_avx512_bf16", "make_demo"),
+        ("`make demo`, AMX kind", "demo_time_amx", "make_demo"),
     ],
     [
         ("precision", lambda v: v["precision"]),
@@ -822,6 +842,7 @@ GROUNDED_PEER = Table(
 TABLES: list[Table | PairedTable] = [
     DATA_AUDIT,
     FAITHFULNESS,
+    FAITHFULNESS_CHECKER,
     RETRIEVER_SCIFACT,
     RERANK_SCIFACT,
     RERANK_SCIFACT_RANDOM,
@@ -938,9 +959,10 @@ def summary() -> str:
     gv = gen["variants"]
     jv = result("joint_pubmedqa")["variants"]
     fv = result("faithfulness")["variants"]
+    cv = result("faithfulness_checker")["variants"]
     iv = result("index_scale")["variants"]
     peers = result("peer_speed_avx2")["summary"]
-    demo = {k: result(f"demo_time_{k}")["variants"]["make_demo"] for k in ("avx2", "avx512_bf16")}
+    demo = {k: result(f"demo_time_{k}")["variants"]["make_demo"] for k in ("avx2", "avx512_bf16", "amx")}
     rr = result("rerank_scifact")["variants"]
     rn = result("rerank_scifact_random_negatives")["variants"]
 
@@ -1002,9 +1024,9 @@ def summary() -> str:
         ),
         (
             "faithfulness, HaluEval",
-            f"AUROC {m(fv['lexical'], 'AUROC', 3)} lexical, {m(fv['model'], 'AUROC', 3)} model "
-            f"(answer length alone: {m(fv['length_baseline'], 'AUROC', 3)})",
-            ["faithfulness"],
+            f"AUROC {m(fv['lexical'], 'AUROC', 3)} lexical, {m(fv['model'], 'AUROC', 3)} model, "
+            f"{m(cv['checker'], 'AUROC', 3)} trained checker (length alone: {m(fv['length_baseline'], 'AUROC', 3)})",
+            ["faithfulness", "faithfulness_checker"],
         ),
         (
             "FAISS, 1M vectors",
@@ -1027,8 +1049,9 @@ def summary() -> str:
         ),
         (
             "`make demo`",
-            f"{duration(demo['avx2']['wall_s'])} and {duration(demo['avx512_bf16']['wall_s'])}",
-            ["demo_time_avx2", "demo_time_avx512_bf16"],
+            f"{duration(demo['avx2']['wall_s'])}, {duration(demo['avx512_bf16']['wall_s'])} and "
+            f"{duration(demo['amx']['wall_s'])}",
+            ["demo_time_avx2", "demo_time_avx512_bf16", "demo_time_amx"],
         ),
     ]
     lines = ["| benchmark | result | CPU kind, precision |", "| --- | --- | --- |"]

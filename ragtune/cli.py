@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         help="another phrase that marks an answer as an abstention (repeatable; rows with "
         "'answerable' get abstain / false-abstain rates)",
     )
+    g.add_argument(
+        "--faithfulness-model",
+        default=None,
+        metavar="PATH",
+        help="also model_faithfulness: a trained checker's score (`ragtune faithfulness train`)",
+    )
 
     # ragtune data ...
     da = sub.add_parser("data", help="convert and check data").add_subparsers(dest="cmd", required=True)
@@ -179,6 +185,22 @@ def _parser() -> argparse.ArgumentParser:
         help="CrossEncoder folder or name (default: output_dir/model, else model.name)",
     )
     _config_args(rk)
+    fa = sub.add_parser("faithfulness", help="learned faithfulness checker").add_subparsers(
+        dest="cmd", required=True
+    )
+    _config_args(
+        fa.add_parser("train", help="train the checker on synthetic claims made from corpus passages")
+    )
+    fs = fa.add_parser("score", help="score a predictions JSONL file's answers against their contexts")
+    fs.add_argument(
+        "--model", type=Path, required=True, help="checker folder (or its training output folder)"
+    )
+    fs.add_argument("--predictions", type=Path, required=True, help="JSONL with prediction and contexts")
+    fs.add_argument("--out", type=Path, required=True, help="JSONL of id and model_faithfulness to write")
+    fs.add_argument("--batch-size", type=int, default=32, help="(passage, claim) pairs per forward pass")
+    fs.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16"], default="auto", help="auto: bf16 where native"
+    )
     ge = sub.add_parser("generator", help="grounded generator").add_subparsers(dest="cmd", required=True)
     _config_args(ge.add_parser("train", help="fine-tune the generator (LoRA, IA3, prefix, prompt or full)"))
     gg = ge.add_parser("generate", help="answer questions from their passages; writes predictions JSONL")
@@ -280,7 +302,9 @@ def _eval_generation(args: argparse.Namespace) -> int:
 
     rows = load_predictions(args.predictions)
     phrases = [*ABSTAIN_PHRASES, *args.abstain_text]
-    metrics, per, extra = score_answer_rows(rows, args.meteor, args.bertscore, args.bertscore_layer, phrases)
+    metrics, per, extra = score_answer_rows(
+        rows, args.meteor, args.bertscore, args.bertscore_layer, phrases, args.faithfulness_model
+    )
     write_metrics(args.out, metrics, per, n_examples=len(rows), faithfulness_scorer="lexical", **extra)
     print(markdown_table({args.predictions.name: metrics}, label="predictions"))
     print(f"{len(rows)} predictions; written to {args.out}")
@@ -403,6 +427,31 @@ def _reranker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _faithfulness(args: argparse.Namespace) -> int:
+    if args.cmd == "train":
+        from ragtune.checker.config import CheckerConfig
+        from ragtune.checker.train import train
+
+        print(
+            f"checker written to {train(load_config(args.config, args.overrides, CheckerConfig)) / 'model'}"
+        )
+        return 0
+    from ragtune.checker.score import score_file
+
+    summary = score_file(
+        args.predictions,
+        args.out,
+        args.model,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        progress=True,
+    )
+    print(
+        f"{summary['n']} answers, mean model_faithfulness {summary['model_faithfulness']:.4f}; written to {args.out}"
+    )
+    return 0
+
+
 def _generator(args: argparse.Namespace) -> int:
     from ragtune.generator.config import GeneratorConfig
 
@@ -476,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = {
         "retriever": _retriever,
         "reranker": _reranker,
+        "faithfulness": _faithfulness,
         "index": _index,
         "generator": _generator,
         "e2e": _e2e,

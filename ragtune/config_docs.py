@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from ragtune.checker.config import CheckerConfig
 from ragtune.data.io import atomic_write_text
 from ragtune.e2e.config import E2EConfig
 from ragtune.generator.config import GeneratorConfig
@@ -38,8 +39,15 @@ CONFIGS: dict[str, type] = {
     "reranker": RerankerConfig,
     "generator": GeneratorConfig,
     "e2e": E2EConfig,
+    "checker": CheckerConfig,
 }
-TITLES = {"retriever": "Retriever", "reranker": "Reranker", "generator": "Generator", "e2e": "Joint tuning"}
+TITLES = {
+    "retriever": "Retriever",
+    "reranker": "Reranker",
+    "generator": "Generator",
+    "e2e": "Joint tuning",
+    "checker": "Faithfulness checker",
+}
 
 GENERATED = re.compile(r"<!-- generated:(?P<name>[\w.:-]+) -->\n(?P<body>.*?)<!-- /generated -->", re.S)
 

@@ -7,6 +7,7 @@ from typing import Literal
 import pytest
 import yaml
 
+from ragtune.checker.config import CheckerConfig
 from ragtune.config import ConfigError, load_config, save_config, to_dict
 from ragtune.e2e.config import E2EConfig
 from ragtune.generator.config import GeneratorConfig
@@ -105,6 +106,7 @@ CONFIG_CLASSES = {
     "generator": GeneratorConfig,
     "e2e": E2EConfig,
     "reranker": RerankerConfig,
+    "checker": CheckerConfig,
 }
 
 

@@ -284,7 +284,8 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
 def load_predictions(path: str | Path) -> list[Prediction]:
     """A predictions JSONL file (``ragtune generator generate`` writes one): ``prediction`` and
     ``reference`` strings, optional ``id`` (default: the line number), ``contexts`` (texts or
-    passage objects with a ``text``) and ``final_decision`` / ``decision`` (yes/no/maybe)."""
+    passage objects with a ``text``), ``final_decision`` / ``decision`` (yes/no/maybe), ``answerable``
+    and ``question``."""
     rows = []
     for line, obj in read_jsonl(path):
         for key in ("prediction", "reference"):
@@ -303,9 +304,18 @@ def load_predictions(path: str | Path) -> list[Prediction]:
         answerable = obj.get("answerable")
         if answerable is not None and not isinstance(answerable, bool):
             raise DataError(path, line, "answerable", f"expected true or false, got {answerable!r}")
+        question = obj.get("question")
+        if question is not None and not isinstance(question, str):
+            raise DataError(path, line, "question", "expected a string")
         rows.append(
             Prediction(
-                str(obj.get("id", line)), obj["prediction"], obj["reference"], texts, decision, answerable
+                str(obj.get("id", line)),
+                obj["prediction"],
+                obj["reference"],
+                texts,
+                decision,
+                answerable,
+                question,
             )
         )
     if not rows:

@@ -96,3 +96,4 @@ class Prediction:
     contexts: list[str] | None = None
     decision: str | None = None  # gold yes/no/maybe (PubMedQA's final_decision), when the row has one
     answerable: bool | None = None  # False: asked with its gold passages removed (abstention check)
+    question: str | None = None  # the question asked, when the row carries it (the checker reads it)

@@ -214,6 +214,11 @@ class EvalConfig:
         help="also ask each held-out question with its gold passages removed (the top_k non-gold hits): "
         "abstain_rate and false_abstain_rate join the metrics",
     )
+    faithfulness_model: str | None = setting(
+        None,
+        help="a trained faithfulness checker (`ragtune faithfulness train`): model_faithfulness joins the "
+        "lexical faithfulness in every round's metrics (null: lexical only)",
+    )
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):

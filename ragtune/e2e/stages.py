@@ -7,6 +7,7 @@ round's hits, the adapter, the query (and passage) encoder, the index, the metri
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -355,6 +356,10 @@ def evaluate(r: Round) -> dict[str, Any]:
     answers, kept, speed = r.generator.answer([e.question for e in data.eval], shown)
     gen, per = evaluate_generation(answers, [e.answer for e in data.eval], [e.id for e in data.eval])
     faith = [lexical_faithfulness(a, [p.text for p in ps]) for a, ps in zip(answers, kept, strict=True)]
+    checked = None
+    if cfg.eval.faithfulness_model:
+        checker = _checker(cfg.eval.faithfulness_model, cfg.precision)
+        checked = checker(answers, [[p.text for p in ps] for ps in kept], [e.question for e in data.eval])
     errors = {"correct": 0, "gold_not_retrieved": 0, "retrieved_but_wrong": 0, "correct_without_gold": 0}
     rows = []
     for e, ps, a, f in zip(data.eval, shown, answers, faith, strict=True):
@@ -379,11 +384,23 @@ def evaluate(r: Round) -> dict[str, Any]:
             }
         )
     metrics = {**ir, **gen, "faithfulness": float(np.mean(faith))}
+    if checked is not None:
+        for row, score in zip(rows, checked, strict=True):
+            row["model_faithfulness"] = row["metrics"]["model_faithfulness"] = score
+        metrics["model_faithfulness"] = float(np.mean(checked))
     if cfg.eval.unanswerable:
         metrics.update(abstention(r, hits, answers))
     if dist.is_main():
         write_jsonl(r.out / "rounds" / f"round_{r.number}" / "predictions.jsonl", rows)
     return {"metrics": metrics, "errors": errors, "generate_tokens_per_s": speed.get("tokens_per_s", 0.0)}
+
+
+@functools.lru_cache(maxsize=2)
+def _checker(path: str, precision: str) -> Any:
+    """The faithfulness checker at ``path``, loaded once per process."""
+    from ragtune.checker.score import FaithfulnessChecker
+
+    return FaithfulnessChecker(path, precision=precision)
 
 
 def abstention(

@@ -63,12 +63,15 @@ def score_answer_rows(
     bertscore_model: str | None = None,
     bertscore_layer: int | None = None,
     phrases: Sequence[str] = ABSTAIN_PHRASES,
+    faithfulness_model: str | None = None,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, Any]]:
     """Everything ``ragtune eval generation`` reports for a predictions file: ``(metrics, per-id
     metrics, extra fields)``. Without ``answerable`` flags every row is scored; with them, the
     answer metrics cover the answerable rows (a reference answer is no target for a question asked
     without its gold passages), ``answered_*`` the answerable rows that did not abstain, and the
-    abstention rates both kinds (:func:`abstention_metrics`)."""
+    abstention rates both kinds (:func:`abstention_metrics`). With ``faithfulness_model`` (a trained
+    checker, ``ragtune faithfulness train``) the scored rows that carry contexts also get
+    ``model_faithfulness``, beside the lexical ``faithfulness``."""
     from ragtune.eval.answers import answer_metrics
     from ragtune.eval.generation import score_predictions
 
@@ -78,6 +81,20 @@ def score_answer_rows(
         raise ValueError("no answerable rows to score")
     metrics, per = score_predictions(scored)
     extra = answer_metrics(scored, metrics, per, with_meteor, bertscore_model, bertscore_layer)
+    if faithfulness_model is not None:
+        from ragtune.checker.score import FaithfulnessChecker
+
+        with_ctx = [r for r in scored if r.contexts is not None]
+        if not with_ctx:
+            raise ValueError("the faithfulness checker needs rows with contexts; none has any")
+        checker = FaithfulnessChecker(faithfulness_model)
+        probs = checker(
+            [r.prediction for r in with_ctx], [r.contexts for r in with_ctx], [r.question for r in with_ctx]
+        )
+        for r, p in zip(with_ctx, probs, strict=True):
+            per[r.id]["model_faithfulness"] = p
+        metrics["model_faithfulness"] = sum(probs) / len(probs)
+        extra["faithfulness_model"] = str(checker.folder)
     if flagged:
         metrics.update(abstention_metrics(rows, phrases))
         for r in rows:

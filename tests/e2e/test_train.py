@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -405,14 +406,45 @@ def test_feedback_scores_each_passage_once_and_match_the_training_model(
 
 
 def test_joint_eval_asks_again_without_the_gold_passages(
-    tmp_path: Path, tiny_encoder: Path, tiny_lm: Path
+    tmp_path: Path, tiny_encoder: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ragtune.e2e.state import Data
+    from ragtune.checker.config import CheckerConfig
+    from ragtune.checker.train import train as train_checker
+    from ragtune.e2e.state import Data, Generator
     from ragtune.e2e.train import train
     from ragtune.eval.abstention import is_abstention
 
+    # The tiny model never abstains by itself: make it abstain on every other question it is asked,
+    # so the rates the loop reports have known non-zero values.
+    real = Generator.answer
+
+    def answer(self, questions, shown):
+        answers, kept, speed = real(self, questions, shown)
+        return [("The passages do not say." if i % 2 == 0 else a) for i, a in enumerate(answers)], kept, speed
+
+    monkeypatch.setattr(Generator, "answer", answer)
+    checker = train_checker(
+        load_config(
+            None,
+            [
+                f"model.name={tiny_encoder}",
+                f"data.corpus=[{DEMO / 'corpus.jsonl'}]",
+                "data.max_passages=30",
+                "train.max_steps=1",
+                f"output_dir={tmp_path / 'checker'}",
+                "logging.tensorboard=false",
+            ],
+            CheckerConfig,
+        )
+    )
     cfg = tiny_config(
-        tmp_path / "run", tiny_encoder, tiny_lm, "rounds=0", "eval.passages=bm25", "eval.unanswerable=true"
+        tmp_path / "run",
+        tiny_encoder,
+        tiny_lm,
+        "rounds=0",
+        "eval.passages=bm25",
+        "eval.unanswerable=true",
+        f"eval.faithfulness_model={checker}",
     )
     out = train(cfg)
     folder = out / "rounds" / "round_0"
@@ -425,8 +457,15 @@ def test_joint_eval_asks_again_without_the_gold_passages(
         assert len(r["contexts"]) == cfg.top_k and not set(r["contexts"]) & gold[r["id"].split("#")[0]]
         assert r["answerable"] is False
     m = final_metrics(out)
-    assert m["abstain_rate"] == sum(is_abstention(r["prediction"]) for r in refused) / len(refused)
-    assert m["false_abstain_rate"] == sum(is_abstention(r["prediction"]) for r in answered) / len(answered)
+    half = math.ceil(len(answered) / 2) / len(answered)
+    assert sum(is_abstention(r["prediction"]) for r in refused) / len(refused) == half
+    assert m["abstain_rate"] == pytest.approx(half) and m["false_abstain_rate"] == pytest.approx(half)
+    # the checker's score beside the lexical one, per question and averaged
+    scores = [r["model_faithfulness"] for r in answered]
+    assert all(0.0 < s < 1.0 for s in scores) and all(
+        r["metrics"]["model_faithfulness"] == r["model_faithfulness"] for r in answered
+    )
+    assert m["model_faithfulness"] == pytest.approx(sum(scores) / len(scores)) and "faithfulness" in m
 
 
 def test_the_joint_loop_trains_and_resaves_bottleneck_adapters(

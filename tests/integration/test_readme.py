@@ -48,6 +48,7 @@ def test_readme_quickstart_commands_run(tmp_path: Path) -> None:
         "demo-e2e-quick",
         "demo-reranker",
         "demo-colbert",
+        "demo-checker",
     ):  # outputs of these commands
         shutil.rmtree(ROOT / "runs" / name, ignore_errors=True)
     ran = 0
