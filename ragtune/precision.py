@@ -149,6 +149,38 @@ def cast_for_inference(model: torch.nn.Module, precision: str, device: str | tor
     return model
 
 
+def store_frozen_linears(model: torch.nn.Module, precision: str) -> int:
+    """Keep the frozen weights of ``model``'s linear layers in bf16 when ``precision`` resolves to
+    bf16 on the model's device; returns how many layers were cast (0 under fp32).
+
+    Under bf16 autocast every ``nn.Linear`` casts its weight to bf16 before the product, and a
+    frozen weight (``requires_grad=False``: the base model under LoRA, IA3, prefix, prompt or
+    bottleneck training) is not in autocast's cast cache, so it is re-cast in every forward pass.
+    Casting it once gives the same products (the same round-to-nearest of the same fp32 value),
+    halves its memory and removes that copy: on an AMX CPU, where bf16 products are ~5x faster than
+    fp32, the copies were a sixth of a SmolLM2 LoRA step. Trainable weights, norms and embeddings
+    stay fp32 (the residual stream keeps its precision); a linear layer whose weight is shared with
+    the input embeddings (a tied LM head) is left alone."""
+    import torch
+
+    param = next(model.parameters())
+    if resolve_precision(precision, param.device) != "bf16":
+        return 0
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    tied = getattr(embeddings, "weight", None)
+    cast = 0
+    for module in model.modules():
+        if not isinstance(module, torch.nn.Linear) or module.weight.requires_grad or module.weight is tied:
+            continue
+        if module.bias is not None and module.bias.requires_grad:
+            continue
+        module.weight.data = module.weight.data.to(torch.bfloat16)
+        if module.bias is not None:
+            module.bias.data = module.bias.data.to(torch.bfloat16)
+        cast += 1
+    return cast
+
+
 def inference_context(model: torch.nn.Module, precision: str) -> contextlib.AbstractContextManager[Any]:
     """No-grad inference for ``model``: under bf16 autocast when ``precision`` resolves to bf16 on
     the model's device and its weights are still fp32 (bf16 weights compute in bf16 already)."""

@@ -140,3 +140,44 @@ def test_the_hardware_command_prints_what_auto_resolves_to(cpu, capsys: pytest.C
     assert main(["hardware"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("precision=auto  -> precision bf16 (auto) on ") and len(lines) == 3
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_frozen_linears_in_bf16_give_the_same_step_as_autocast(cpu, tied: bool) -> None:
+    """LoRA under bf16 autocast: the frozen base weights stored in bf16 once give the same loss and
+    the same LoRA gradients as re-casting them in every forward pass; trainable weights, norms,
+    embeddings and a tied LM head stay fp32; under fp32 nothing is cast."""
+    import copy
+
+    from ragtune.generator.config import PeftConfig
+    from ragtune.generator.model import apply_peft
+    from tests.conftest import tiny_llama
+
+    cpu(True, amx=True)  # native bf16, so auto resolves to bf16
+    model, _ = tiny_llama("a b c d e f g h i j k l")
+    if tied:
+        model.config.tie_word_embeddings = True
+        model.lm_head.weight = model.get_input_embeddings().weight
+    model = apply_peft(model, PeftConfig(method="lora", r=4, alpha=8))
+    cast = copy.deepcopy(model)
+    assert precision.store_frozen_linears(copy.deepcopy(model), "fp32") == 0
+    n = precision.store_frozen_linears(cast, "auto")
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    bf16 = {name for name, p in cast.named_parameters() if p.dtype == torch.bfloat16}
+    # 2 layers x 7 projections, plus the LM head when it is its own weight
+    assert n == 14 + (not tied) and len(bf16) == n
+    assert bf16 <= frozen and not any("lora_" in name or "norm" in name or "embed" in name for name in bf16)
+    assert ("lm_head" in " ".join(bf16)) is (not tied)
+
+    ids = torch.randint(4, 16, (3, 9))
+    results = []
+    for m in (model, cast):
+        with precision.autocast("auto"):
+            loss = m(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        results.append((loss.detach(), {k: p.grad for k, p in m.named_parameters() if p.requires_grad}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b, rtol=0, atol=0)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    for k in grads_a:
+        torch.testing.assert_close(grads_a[k], grads_b[k], rtol=0, atol=0)

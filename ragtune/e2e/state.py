@@ -180,6 +180,7 @@ class Generator:
 
     def __init__(self, cfg: E2EConfig, adapter: str | Path | None = None):
         from ragtune.generator.model import apply_peft, load_base, load_tokenizer, require_safetensors
+        from ragtune.precision import store_frozen_linears
 
         g = cfg.generator
         self.cfg = cfg
@@ -197,6 +198,7 @@ class Generator:
             self.model = PeftModel.from_pretrained(base, str(require_safetensors(start)), is_trainable=True)
         else:
             self.model = apply_peft(base, g.peft)
+        store_frozen_linears(self.model, cfg.precision)
         self.pad_id = self.tokenizer.pad_token_id
 
     def save(self, folder: Path) -> None:

@@ -54,6 +54,7 @@ from ragtune.generator.model import ADAPTER_CONFIG, apply_peft, load_base, load_
 from ragtune.generator.prompt import EncodedExample, PromptEncoder
 from ragtune.generator.scoring import token_losses
 from ragtune.generator.train import split_validation, trainable_state
+from ragtune.precision import store_frozen_linears
 from ragtune.training import Plan, Run, adamw, epoch_batches
 
 
@@ -272,7 +273,9 @@ def load_policy(cfg: GeneratorConfig) -> torch.nn.Module:
 
         sft = PeftModel.from_pretrained(base, str(_lora_adapter(Path(cfg.dpo.sft_adapter))))
         base = sft.merge_and_unload()
-    return apply_peft(base.to(dist.device()), cfg.peft)
+    policy = apply_peft(base.to(dist.device()), cfg.peft)
+    store_frozen_linears(policy, cfg.precision)  # the reference (LoRA disabled) reads them too
+    return policy
 
 
 def train_dpo(cfg: GeneratorConfig) -> Path:
