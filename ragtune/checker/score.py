@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,14 @@ def claim_scores(
     show_progress: bool = True,
 ) -> list[float]:
     """``sigmoid(logit)`` of each (evidence, claim) pair: the probability the evidence supports it."""
+    from scipy.special import expit
+
     from ragtune.reranker.model import score_pairs
 
     logits = score_pairs(
         model, pairs, batch_size=batch_size, precision=precision, show_progress=show_progress
     )
-    return [1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x)) for x in logits]
+    return expit(logits).tolist()
 
 
 def checker_folder(path: str | Path) -> Path:

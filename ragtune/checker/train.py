@@ -41,7 +41,7 @@ from ragtune.data.io import atomic_write_text, load_corpus, write_jsonl
 from ragtune.errors import UserError
 from ragtune.eval.faithfulness import auroc
 from ragtune.precision import autocast
-from ragtune.reranker.model import load_cross_encoder, pair_logits_with_graph
+from ragtune.reranker.model import cross_encoder_to_train, pair_logits_with_graph
 from ragtune.retriever.losses import pointwise_bce_loss
 from ragtune.training import Plan, Run, adamw, epoch_batches
 
@@ -179,15 +179,7 @@ def train(cfg: CheckerConfig) -> Path:
     if dist.is_main():
         _write_examples(run.out, train_ex, val_ex)
     start = run.checkpoint / "model" if run.resuming else None
-    model = load_cross_encoder(
-        str(start) if start is not None else cfg.model.name,
-        max_length=cfg.model.max_length,
-        device=str(dist.device()),
-        trust_remote_code=cfg.model.trust_remote_code,
-        attn_implementation="sdpa",
-        dropout=t.dropout,
-    )
-    model.train(t.dropout is None or t.dropout > 0)  # without dropout, eval mode skips mask work
+    model = cross_encoder_to_train(start, cfg.model, "sdpa", t.dropout)
     task = CheckerTask(cfg, model, train_ex, val_ex)
     per_epoch = math.ceil(len(task.groups) / max(1, t.batch_size // 2))
     total = min(per_epoch * t.epochs, t.max_steps or per_epoch * t.epochs)

@@ -12,11 +12,13 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from sentence_transformers import CrossEncoder
 
+from ragtune import distributed as dist
 from ragtune.errors import UserError
 from ragtune.models import resolve_model, set_dropout
 from ragtune.precision import cast_for_inference, inference_context
@@ -81,6 +83,24 @@ def _check_trained(name: str) -> None:
             f"{name} is not a trained cross-encoder (its config.json names {architectures or 'no'} "
             "architecture, no sequence-classification head): train one with `ragtune reranker train`"
         )
+
+
+def cross_encoder_to_train(
+    start: Path | None, cfg: Any, attn_implementation: str | None, dropout: float | None
+) -> CrossEncoder:
+    """The cross-encoder a trainer trains: the checkpoint's ``model/`` when resuming (``start``),
+    else ``cfg.name`` (a model config with ``name``, ``max_length``, ``trust_remote_code``), on this
+    process's device, in train mode only when dropout is on (eval mode skips the mask work)."""
+    model = load_cross_encoder(
+        str(start) if start is not None else cfg.name,
+        max_length=cfg.max_length,
+        device=str(dist.device()),
+        trust_remote_code=cfg.trust_remote_code,
+        attn_implementation=attn_implementation,
+        dropout=dropout,
+    )
+    model.train(dropout is None or dropout > 0)
+    return model
 
 
 def pair_logits_with_graph(model: CrossEncoder, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:

@@ -46,7 +46,12 @@ from ragtune.eval.classification import best_f1_threshold, classification_metric
 from ragtune.eval.ir import evaluate_run
 from ragtune.precision import autocast
 from ragtune.reranker.config import RerankerConfig
-from ragtune.reranker.model import load_cross_encoder, pair_logits_with_graph, score_pairs
+from ragtune.reranker.model import (
+    cross_encoder_to_train,
+    load_cross_encoder,
+    pair_logits_with_graph,
+    score_pairs,
+)
 from ragtune.reranker.rerank import THRESHOLD_FILE
 from ragtune.retriever.losses import listwise_ce_loss, margin_mse_loss, pointwise_bce_loss
 from ragtune.retriever.train import split_validation
@@ -236,15 +241,7 @@ def train(cfg: RerankerConfig) -> Path:
         raise UserError(f"{cfg.data.triplets}: no training group (no triplet has a negative)")
     run = Run(cfg)
     start = run.checkpoint / "model" if run.resuming else None
-    model = load_cross_encoder(
-        str(start) if start is not None else cfg.model.name,
-        max_length=cfg.model.max_length,
-        device=str(dist.device()),
-        trust_remote_code=cfg.model.trust_remote_code,
-        attn_implementation=t.attn_implementation,
-        dropout=t.dropout,
-    )
-    model.train(t.dropout is None or t.dropout > 0)  # without dropout, eval mode skips mask work
+    model = cross_encoder_to_train(start, cfg.model, t.attn_implementation, t.dropout)
     validator = Validator(cfg, val_t) if val_t else None
     task = RerankTask(cfg, model, groups, validator)
     per_epoch = math.ceil(len(groups) / t.batch_size)
