@@ -132,7 +132,13 @@ def hardware_text(h: Mapping[str, Any]) -> str:
     if h.get("ONEDNN_MAX_CPU_ISA"):
         parts.append(
             f"bf16 units capped away (ONEDNN_MAX_CPU_ISA={h['ONEDNN_MAX_CPU_ISA']} "
-            f"ATEN_CPU_CAPABILITY={h.get('ATEN_CPU_CAPABILITY')})"
+            f"ATEN_CPU_CAPABILITY={h.get('ATEN_CPU_CAPABILITY')}"
+            + (
+                f" MKL_ENABLE_INSTRUCTIONS={h['MKL_ENABLE_INSTRUCTIONS']}"
+                if h.get("MKL_ENABLE_INSTRUCTIONS")
+                else ""
+            )
+            + ")"
         )
     parts.append(f"precision {h.get('precision', '?')}")
     parts.append(f"GPU {h['gpu']}" if h.get("gpu") else "no GPU")
@@ -465,6 +471,30 @@ PEER_SPEED = Table(
         ("quality", _peer_quality),
         ("peak RSS", _peer_rss),
         ("precision", lambda v: v["precision"]),
+    ],
+)
+
+_COMPILE = "peer_speed_avx2_compile"
+
+
+def _compile_speed(v: dict[str, Any]) -> str:
+    whole = with_ratio("tokens_per_s", 1, _COMPILE, _GEN_PEER, " tokens/s")(v)
+    after = with_ratio("tokens_per_s_after_step_1", 1, _COMPILE, _GEN_PEER, " tokens/s")(v)
+    return f"{whole}; after step 1: {after}"
+
+
+PEER_SPEED_COMPILE = Table(
+    _COMPILE,
+    [
+        ("transformers `Trainer` + peft LoRA", _COMPILE, "generator_peer_trainer"),
+        ("the same, `torch_compile=True`", _COMPILE, "generator_peer_trainer_compiled"),
+        ("ragtune `generator train`", _COMPILE, "generator_ragtune"),
+        ("the same, `train.compile=true`", _COMPILE, "generator_ragtune_compiled"),
+    ],
+    [
+        ("speed (whole run; after step 1, which pays the compilation)", _compile_speed),
+        ("val loss", number("val_loss", 4)),
+        ("peak RSS", with_ratio("peak_rss_mb", 0, _COMPILE, _GEN_PEER, " MB")),
     ],
 )
 
@@ -866,6 +896,7 @@ TABLES: list[Table | PairedTable] = [
     INDEX_SCALE,
     INDEX_SAME,
     PEER_SPEED,
+    PEER_SPEED_COMPILE,
     RETRIEVER_SPEED_AVX2_TRAIN,
     RETRIEVER_SPEED_AVX2_ENCODE,
     DEMO_TIME,

@@ -228,7 +228,7 @@ def hardware(precision: str | None = None, device: str | torch.device | None = N
         "native_bf16": native_bf16(device),
         "gpu": gpu,
     }
-    for var in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+    for var in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS"):
         if os.environ.get(var):
             info[var] = os.environ[var]  # a capped ISA changes what the figures mean: record it
     if precision is not None:

@@ -309,6 +309,7 @@ class Run:
                     "loss": loss,
                     "lr": scheduler.get_last_lr()[0],
                     f"{task.unit}_per_s": units / seconds if seconds > 0 else 0.0,
+                    "seconds": round(seconds, 4),
                     "processes": dist.world_size(),
                     **getattr(task, "step_log", {}),  # a task's own per-step figures (DPO's reward margin)
                 }

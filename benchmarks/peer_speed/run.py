@@ -120,7 +120,7 @@ def retriever(work: Path, epochs: int, reuse_peer: bool) -> dict[str, dict]:
     return out
 
 
-def generator(work: Path, steps: int, reuse_peer: bool) -> dict[str, dict]:
+def generator(work: Path, steps: int, reuse_peer: bool, compiled: bool) -> dict[str, dict]:
     from ragtune.config import load_config
     from ragtune.data.converters import pubmedqa, write_dataset
     from ragtune.generator.config import GeneratorConfig
@@ -139,48 +139,63 @@ def generator(work: Path, steps: int, reuse_peer: bool) -> dict[str, dict]:
     recipe = ["train.lr=3e-4", "train.warmup_ratio=0", f"train.max_steps={steps}"]
     py = sys.executable
     out: dict[str, dict] = {}
-    peer_dir = work / "generator_peer"
-    wall, rss, stats = run_peer(
-        peer_dir,
-        "benchmarks/generator_pubmedqa/peer.py",
-        [str(GEN_CONFIG), *base, *recipe, "--max-steps", str(steps), "--precision", "auto"],
-        reuse_peer,
-    )
-    out["generator_peer_trainer"] = {
-        "tokens_per_s": round(stats["tokens_per_s"], 1),
-        "train_s": round(stats["train_s"], 1),
-        "wall_s": round(wall, 1),
-        "peak_rss_mb": round(rss, 1),
-        "train_loss": round(stats["train_loss"], 4),
-        "precision": stats["precision"],
-        "adapter": peer_dir / "adapter",
-        "recipe": f"transformers Trainer + peft LoRA r16/a32, batch 4, lr 3e-4, {steps} steps",
-    }
-    print(out, flush=True)
-    ours = work / "generator_ragtune"
-    wall, rss = child(
-        [
-            *[py, "-m", "ragtune.cli", "generator", "train", "--config", str(GEN_CONFIG), *base],
-            *[
-                f"output_dir={fresh(ours)}",
-                "train.save_every=0",
-                "train.eval_every=0",
-                "precision=auto",
-                *recipe,
+    kinds = [("", False), ("_compiled", True)] if compiled else [("", False)]
+    for suffix, compile_it in kinds:
+        peer_dir = work / f"generator_peer{suffix}"
+        wall, rss, stats = run_peer(
+            peer_dir,
+            "benchmarks/generator_pubmedqa/peer.py",
+            [str(GEN_CONFIG), *base, *recipe, "--max-steps", str(steps), "--precision", "auto"]
+            + ["--torch-compile"] * compile_it,
+            reuse_peer,
+        )
+        out[f"generator_peer_trainer{suffix}"] = {
+            "tokens_per_s": round(stats["tokens_per_s"], 1),
+            "tokens_per_s_after_step_1": round(stats.get("tokens_per_s_after_step_1") or 0, 1) or None,
+            "train_s": round(stats["train_s"], 1),
+            "wall_s": round(wall, 1),
+            "peak_rss_mb": round(rss, 1),
+            "train_loss": round(stats["train_loss"], 4),
+            "precision": stats["precision"],
+            "torch_compile": compile_it,
+            "adapter": peer_dir / "adapter",
+            "recipe": f"transformers Trainer + peft LoRA r16/a32, batch 4, lr 3e-4, {steps} steps"
+            + (", torch_compile=True" if compile_it else ""),
+        }
+        print(out, flush=True)
+    for suffix, compile_it in kinds:
+        ours = work / f"generator_ragtune{suffix}"
+        wall, rss = child(
+            [
+                *[py, "-m", "ragtune.cli", "generator", "train", "--config", str(GEN_CONFIG), *base],
+                *[
+                    f"output_dir={fresh(ours)}",
+                    "train.save_every=0",
+                    "train.eval_every=0",
+                    "precision=auto",
+                    f"train.compile={str(compile_it).lower()}",
+                    *recipe,
+                ],
             ],
-        ],
-        work / "generator_ragtune.log",
-    )
-    summary = json.loads((ours / "train_summary.json").read_text())
-    out["generator_ragtune"] = {
-        "tokens_per_s": round(summary["tokens_per_s"], 1),
-        "train_s": round(summary["step_seconds_this_process"], 1),
-        "wall_s": round(wall, 1),
-        "peak_rss_mb": round(rss, 1),
-        "precision": summary["hardware"]["precision"],
-        "adapter": ours / "adapter",
-        "recipe": "ragtune generator train (configs/generator/pubmedqa.yaml), same examples, LoRA, batch, lr, steps",
-    }
+            work / f"generator_ragtune{suffix}.log",
+        )
+        summary = json.loads((ours / "train_summary.json").read_text())
+        steps_log = [json.loads(x) for x in (ours / "history.jsonl").read_text().splitlines()][1:]
+        after_1 = sum(r["tokens_per_s"] * r["seconds"] for r in steps_log) / sum(
+            r["seconds"] for r in steps_log
+        )
+        out[f"generator_ragtune{suffix}"] = {
+            "tokens_per_s": round(summary["tokens_per_s"], 1),
+            "tokens_per_s_after_step_1": round(after_1, 1),
+            "train_s": round(summary["step_seconds_this_process"], 1),
+            "wall_s": round(wall, 1),
+            "peak_rss_mb": round(rss, 1),
+            "precision": summary["hardware"]["precision"],
+            "torch_compile": compile_it,
+            "adapter": ours / "adapter",
+            "recipe": "ragtune generator train (configs/generator/pubmedqa.yaml), same examples, LoRA, batch, lr, steps"
+            + (", train.compile=true" if compile_it else ""),
+        }
     # Quality at equal steps: the validation loss both adapters reach, scored alike in fp32.
     cfg = load_config(GEN_CONFIG, base, GeneratorConfig)
     tokenizer = load_tokenizer(cfg.model.name)
@@ -201,6 +216,12 @@ def main() -> None:
     ap.add_argument("--gen-steps", type=int, default=30, help="generator optimiser steps (both sides)")
     ap.add_argument("--skip", choices=["retriever", "generator"], action="append", default=[])
     ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also run both generator trainers with torch.compile (Trainer torch_compile=True; train.compile=true)",
+    )
+    ap.add_argument("--result", help="result file name (default peer_speed_<cpu kind>)")
+    ap.add_argument(
         "--reuse-peers",
         action="store_true",
         help="reuse the peers' training runs (stats, peak RSS, model) left in work/ by an earlier invocation",
@@ -212,7 +233,7 @@ def main() -> None:
     if "retriever" not in args.skip:
         variants.update(retriever(work, args.epochs, args.reuse_peers))
     if "generator" not in args.skip:
-        variants.update(generator(work, args.gen_steps, args.reuse_peers))
+        variants.update(generator(work, args.gen_steps, args.reuse_peers, args.compile))
     summary: dict[str, object] = {"precision_auto_resolves_to": resolve_precision("auto")}
     if "retriever_ragtune" in variants:
         peer, ours = variants["retriever_peer_sentence_transformers"], variants["retriever_ragtune"]
@@ -224,9 +245,23 @@ def main() -> None:
         summary["generator_speedup"] = round(ours["tokens_per_s"] / peer["tokens_per_s"], 2)
         summary["generator_rss_ratio"] = round(ours["peak_rss_mb"] / peer["peak_rss_mb"], 2)
         summary["generator_val_loss_delta"] = round(ours["val_loss"] - peer["val_loss"], 4)
+    if "generator_ragtune_compiled" in variants:
+        # Each side at its best setting here: the faster of eager and compiled, whole runs (the
+        # compilation included) and after the first step (the compilation excluded).
+        for key in ("tokens_per_s", "tokens_per_s_after_step_1"):
+            best = {
+                side: max(variants[name][key] for name in (side, f"{side}_compiled"))
+                for side in ("generator_peer_trainer", "generator_ragtune")
+            }
+            summary[f"generator_best_speedup_{key}"] = round(
+                best["generator_ragtune"] / best["generator_peer_trainer"], 2
+            )
     command = f"python benchmarks/peer_speed/run.py --epochs {args.epochs} --gen-steps {args.gen_steps}"
     command += "".join(f" --skip {s}" for s in args.skip) + " --reuse-peers" * args.reuse_peers
-    path = write_result(f"peer_speed_{cpu_kind()}", command, SEED, variants, extra={"summary": summary})
+    command += " --compile" * args.compile + (f" --result {args.result}" if args.result else "")
+    path = write_result(
+        args.result or f"peer_speed_{cpu_kind()}", command, SEED, variants, extra={"summary": summary}
+    )
     print(json.dumps(summary, indent=2))
     print(f"written to {path}")
 

@@ -197,6 +197,11 @@ class TrainConfig:
     answer_logits_only: bool = setting(
         True, help="project to the vocabulary only where a label is predicted (faster, same loss)"
     )
+    compile: bool = setting(
+        False,
+        help="torch.compile each transformer block (fused elementwise work: 4-11% more tokens/s and a "
+        "third less peak memory, after a ~50 s compilation; pays off beyond ~100 steps; needs g++)",
+    )
     eval_every: int = setting(0, help="validation loss every N optimiser steps (0: once per epoch)")
     eval_batch_size: int = setting(8, help="examples per forward pass when validating")
     patience: int = setting(0, help="stop after N validations without improvement (0: never)")

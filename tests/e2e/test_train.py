@@ -466,6 +466,15 @@ def test_joint_eval_asks_again_without_the_gold_passages(
         r["metrics"]["model_faithfulness"] == r["model_faithfulness"] for r in answered
     )
     assert m["model_faithfulness"] == pytest.approx(sum(scores) / len(scores)) and "faithfulness" in m
+    # ... and they are the checker's own scores of those answers over the passages shown
+    from ragtune.checker.score import FaithfulnessChecker
+
+    own = FaithfulnessChecker(checker, precision=cfg.precision)(
+        [r["prediction"] for r in answered],
+        [[c["text"] for c in r["contexts"]] for r in answered],
+        [r["question"] for r in answered],
+    )
+    assert scores == pytest.approx(own, abs=1e-5)
 
 
 def test_the_joint_loop_trains_and_resaves_bottleneck_adapters(
