@@ -475,12 +475,19 @@ PEER_SPEED = Table(
 )
 
 _COMPILE = "peer_speed_avx2_compile"
+_PROCESSES = "peer_speed_avx2_processes"
 
 
-def _compile_speed(v: dict[str, Any]) -> str:
-    whole = with_ratio("tokens_per_s", 1, _COMPILE, _GEN_PEER, " tokens/s")(v)
-    after = with_ratio("tokens_per_s_after_step_1", 1, _COMPILE, _GEN_PEER, " tokens/s")(v)
-    return f"{whole}; after step 1: {after}"
+def _generator_speed(source: str) -> Cell:
+    """Tokens/s over the whole run and after the first step (which pays any compilation), each
+    with its ratio to the one-process eager peer of ``source``."""
+
+    def cell(v: dict[str, Any]) -> str:
+        whole = with_ratio("tokens_per_s", 1, source, _GEN_PEER, " tokens/s")(v)
+        after = with_ratio("tokens_per_s_after_step_1", 1, source, _GEN_PEER, " tokens/s")(v)
+        return f"{whole}; after step 1: {after}"
+
+    return cell
 
 
 PEER_SPEED_COMPILE = Table(
@@ -492,9 +499,64 @@ PEER_SPEED_COMPILE = Table(
         ("the same, `train.compile=true`", _COMPILE, "generator_ragtune_compiled"),
     ],
     [
-        ("speed (whole run; after step 1, which pays the compilation)", _compile_speed),
+        ("speed (whole run; after step 1, which pays the compilation)", _generator_speed(_COMPILE)),
         ("val loss", number("val_loss", 4)),
         ("peak RSS", with_ratio("peak_rss_mb", 0, _COMPILE, _GEN_PEER, " MB")),
+    ],
+)
+
+PEER_SPEED_PROCESSES = Table(
+    _PROCESSES,
+    [
+        ("transformers `Trainer` + peft LoRA, 1 process", _PROCESSES, "generator_peer_trainer"),
+        ("the same, 2 processes (DDP, torchrun)", _PROCESSES, "generator_peer_trainer_2proc"),
+        ("ragtune `generator train`, 1 process", _PROCESSES, "generator_ragtune"),
+        ("the same, `train.compile=true`", _PROCESSES, "generator_ragtune_compiled"),
+        ("ragtune, 2 processes (torchrun)", _PROCESSES, "generator_ragtune_2proc"),
+        ("ragtune, 2 processes, `train.compile=true`", _PROCESSES, "generator_ragtune_2proc_compiled"),
+    ],
+    [
+        ("speed, x the 1-process peer (whole run; after step 1)", _generator_speed(_PROCESSES)),
+        ("val loss", number("val_loss", 4)),
+        ("peak RSS of one process", megabytes()),
+    ],
+)
+
+_FLOPS = "peer_speed_flops"
+PEER_SPEED_FLOPS = Table(
+    _FLOPS,
+    [
+        ("transformers `Trainer` + peft LoRA (whole-vocabulary logits, random batches)", _FLOPS, _GEN_PEER),
+        (
+            "ragtune `generator train` (answer logits only, length-grouped batches)",
+            _FLOPS,
+            "generator_ragtune",
+        ),
+    ],
+    [
+        ("GFLOP per real token", number("gflop_per_token", 4)),
+        ("padding share", lambda v: f"{fmt(100 * v['padding_share'], 1)}%"),
+        ("ceiling at the matmul peak", number("ceiling_tokens_per_s", 0, " tokens/s")),
+    ],
+)
+
+_RERANK = "covidqa_rerank"
+COVIDQA_RERANK = Table(
+    _RERANK,
+    [
+        ("BM25 (test)", _RERANK, "bm25"),
+        ("BM25 top 100 reranked by the cross-encoder (test)", _RERANK, "rerank_bm25"),
+        ("reranker mixed with BM25, weight chosen on dev (test)", _RERANK, "rerank_bm25_mixed"),
+        ("BM25 (dev)", _RERANK, "bm25_dev"),
+        ("BM25 top 100 reranked (dev)", _RERANK, "rerank_bm25_dev"),
+        ("reranker mixed with BM25 (dev)", _RERANK, "rerank_bm25_mixed_dev"),
+    ],
+    [
+        ("nDCG@10", metric("nDCG@10")),
+        ("Recall@5", metric("Recall@5")),
+        ("Recall@20", metric("Recall@20")),
+        ("MRR@10", metric("MRR@10")),
+        ("reranker weight", number("reranker_weight", 1)),
     ],
 )
 
@@ -897,6 +959,9 @@ TABLES: list[Table | PairedTable] = [
     INDEX_SAME,
     PEER_SPEED,
     PEER_SPEED_COMPILE,
+    PEER_SPEED_PROCESSES,
+    PEER_SPEED_FLOPS,
+    # COVIDQA_RERANK,
     RETRIEVER_SPEED_AVX2_TRAIN,
     RETRIEVER_SPEED_AVX2_ENCODE,
     DEMO_TIME,

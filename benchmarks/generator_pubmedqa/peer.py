@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,9 +56,14 @@ def main() -> None:
         rows["labels"].append(x.labels)
     dataset = Dataset.from_dict(rows)
     model = apply_peft(load_base(cfg.model), cfg.peft)
+    # Under torchrun (Trainer's own DDP, gloo on CPU) each of the WORLD_SIZE processes takes its
+    # share of the batch, so the global batch stays train.batch_size.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.train.batch_size % world:
+        raise SystemExit(f"train.batch_size {cfg.train.batch_size} does not split over {world} processes")
     targs = TrainingArguments(
         output_dir=str(args.out / "trainer"),
-        per_device_train_batch_size=cfg.train.batch_size,
+        per_device_train_batch_size=cfg.train.batch_size // world,
         learning_rate=cfg.train.lr,
         max_steps=args.max_steps,
         seed=cfg.seed,
@@ -88,7 +94,16 @@ def main() -> None:
     start = time.perf_counter()
     result = trainer.train()
     train_s = time.perf_counter() - start
-    tokens = counted["tokens"]
+    tokens, between = counted["tokens"], marks[-1][1] - marks[0][1] if len(marks) > 1 else 0
+    if world > 1:  # every process counted its own share
+        import torch
+        import torch.distributed as tdist
+
+        both = torch.tensor([tokens, between], dtype=torch.float64)
+        tdist.all_reduce(both)
+        tokens, between = int(both[0]), float(both[1])
+        if tdist.get_rank() != 0:
+            return
     model.save_pretrained(str(args.out / "adapter"))
     tokenizer.save_pretrained(str(args.out / "adapter"))
     stats = {
@@ -98,9 +113,8 @@ def main() -> None:
         "tokens": tokens,
         "tokens_per_s": tokens / train_s,
         # after the first step (which pays torch.compile's compilation): tokens collated meanwhile
-        "tokens_per_s_after_step_1": (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
-        if len(marks) > 1
-        else None,
+        "tokens_per_s_after_step_1": between / (marks[-1][0] - marks[0][0]) if len(marks) > 1 else None,
+        "processes": world,
         "train_loss": result.training_loss,
         "precision": "bf16" if bf16 else "fp32",
         "torch_compile": args.torch_compile,

@@ -55,11 +55,13 @@ def fresh(folder: Path) -> Path:
     return folder
 
 
-def run_peer(peer_dir: Path, script: str, args: list[str], reuse: bool) -> tuple[float, float, dict]:
+def run_peer(
+    peer_dir: Path, script: str, args: list[str], reuse: bool, launcher: list[str] | None = None
+) -> tuple[float, float, dict]:
     """Run ``script ARGS[0] PEER_DIR ARGS[1:]`` as a child process (or, with ``reuse``, take the
     run left in ``peer_dir``); returns (wall seconds, peak RSS MB, the peer's ``peer_stats.json``)."""
     if not (reuse and (peer_dir / "peer_rss.json").exists()):
-        cmd = [sys.executable, str(ROOT / script), args[0], str(fresh(peer_dir)), *args[1:]]
+        cmd = [*(launcher or [sys.executable]), str(ROOT / script), args[0], str(fresh(peer_dir)), *args[1:]]
         wall, rss = child(cmd, peer_dir.parent / f"{peer_dir.name}.log")
         (peer_dir / "peer_rss.json").write_text(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
     wall, rss = json.loads((peer_dir / "peer_rss.json").read_text()).values()
@@ -120,27 +122,51 @@ def retriever(work: Path, epochs: int, reuse_peer: bool) -> dict[str, dict]:
     return out
 
 
-def generator(work: Path, steps: int, reuse_peer: bool, compiled: bool) -> dict[str, dict]:
-    from ragtune.config import load_config
+def pubmedqa_overrides(work: Path) -> list[str]:
+    """PubMedQA converted into ``work/pubmedqa``, as config overrides for the generator comparison."""
     from ragtune.data.converters import pubmedqa, write_dataset
+
+    data = work / "pubmedqa"
+    corpus, train, test = pubmedqa(SHARED_DATASETS / "pubmedqa")
+    write_dataset(data, corpus, {"train": train, "test": test})
+    return [
+        *[f"data.train={data / 'qa_train.jsonl'}", f"data.test={data / 'qa_test.jsonl'}"],
+        *[f"data.corpus={data}", f"seed={SEED}"],
+    ]
+
+
+def torchrun(processes: int) -> list[str]:
+    """The command prefix that starts a script under ``processes`` processes (plain python for 1)."""
+    if processes == 1:
+        return [sys.executable]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+
+
+def generator(
+    work: Path, steps: int, reuse_peer: bool, compiled: str | None, processes: list[int]
+) -> dict[str, dict]:
+    """Both generator trainers at each process count of ``processes`` (torchrun, one thread per
+    process beyond 1; the global batch stays 4), eager and, where ``compiled`` names the side
+    (``both`` or ``ragtune``), compiled too. Variant names: ``generator_<side>[_<N>proc][_compiled]``."""
+    from ragtune.config import load_config
     from ragtune.generator.config import GeneratorConfig
     from ragtune.generator.model import load_tokenizer, load_trained
     from ragtune.generator.prompt import PromptEncoder
     from ragtune.generator.scoring import validation_loss
     from ragtune.generator.train import load_data
 
-    data = work / "pubmedqa"
-    corpus, train, test = pubmedqa(SHARED_DATASETS / "pubmedqa")
-    write_dataset(data, corpus, {"train": train, "test": test})
-    base = [
-        *[f"data.train={data / 'qa_train.jsonl'}", f"data.test={data / 'qa_test.jsonl'}"],
-        *[f"data.corpus={data}", f"seed={SEED}"],
-    ]
+    base = pubmedqa_overrides(work)
     recipe = ["train.lr=3e-4", "train.warmup_ratio=0", f"train.max_steps={steps}"]
-    py = sys.executable
     out: dict[str, dict] = {}
-    kinds = [("", False), ("_compiled", True)] if compiled else [("", False)]
-    for suffix, compile_it in kinds:
+
+    def kinds(side_compiles: bool) -> list[tuple[str, bool, int]]:
+        return [
+            (("" if n == 1 else f"_{n}proc") + ("_compiled" if c else ""), c, n)
+            for n in processes
+            for c in ((False, True) if side_compiles else (False,))
+        ]
+
+    for suffix, compile_it, n in kinds(compiled == "both"):
         peer_dir = work / f"generator_peer{suffix}"
         wall, rss, stats = run_peer(
             peer_dir,
@@ -148,6 +174,7 @@ def generator(work: Path, steps: int, reuse_peer: bool, compiled: bool) -> dict[
             [str(GEN_CONFIG), *base, *recipe, "--max-steps", str(steps), "--precision", "auto"]
             + ["--torch-compile"] * compile_it,
             reuse_peer,
+            torchrun(n),
         )
         out[f"generator_peer_trainer{suffix}"] = {
             "tokens_per_s": round(stats["tokens_per_s"], 1),
@@ -155,19 +182,22 @@ def generator(work: Path, steps: int, reuse_peer: bool, compiled: bool) -> dict[
             "train_s": round(stats["train_s"], 1),
             "wall_s": round(wall, 1),
             "peak_rss_mb": round(rss, 1),
+            "processes": n,
             "train_loss": round(stats["train_loss"], 4),
             "precision": stats["precision"],
             "torch_compile": compile_it,
             "adapter": peer_dir / "adapter",
             "recipe": f"transformers Trainer + peft LoRA r16/a32, batch 4, lr 3e-4, {steps} steps"
-            + (", torch_compile=True" if compile_it else ""),
+            + (", torch_compile=True" if compile_it else "")
+            + (f", torchrun {n} processes (DDP, batch {4 // n} each)" if n > 1 else ""),
         }
         print(out, flush=True)
-    for suffix, compile_it in kinds:
+    for suffix, compile_it, n in kinds(compiled in ("both", "ragtune")):
         ours = work / f"generator_ragtune{suffix}"
         wall, rss = child(
             [
-                *[py, "-m", "ragtune.cli", "generator", "train", "--config", str(GEN_CONFIG), *base],
+                *torchrun(n),
+                *["-m", "ragtune.cli", "generator", "train", "--config", str(GEN_CONFIG), *base],
                 *[
                     f"output_dir={fresh(ours)}",
                     "train.save_every=0",
@@ -190,11 +220,13 @@ def generator(work: Path, steps: int, reuse_peer: bool, compiled: bool) -> dict[
             "train_s": round(summary["step_seconds_this_process"], 1),
             "wall_s": round(wall, 1),
             "peak_rss_mb": round(rss, 1),
+            "processes": n,
             "precision": summary["hardware"]["precision"],
             "torch_compile": compile_it,
             "adapter": ours / "adapter",
             "recipe": "ragtune generator train (configs/generator/pubmedqa.yaml), same examples, LoRA, batch, lr, steps"
-            + (", train.compile=true" if compile_it else ""),
+            + (", train.compile=true" if compile_it else "")
+            + (f", torchrun {n} processes (batch {4 // n} each)" if n > 1 else ""),
         }
     # Quality at equal steps: the validation loss both adapters reach, scored alike in fp32.
     cfg = load_config(GEN_CONFIG, base, GeneratorConfig)
@@ -217,8 +249,18 @@ def main() -> None:
     ap.add_argument("--skip", choices=["retriever", "generator"], action="append", default=[])
     ap.add_argument(
         "--compile",
-        action="store_true",
-        help="also run both generator trainers with torch.compile (Trainer torch_compile=True; train.compile=true)",
+        nargs="?",
+        const="both",
+        choices=["both", "ragtune"],
+        help="also run the generator trainers with torch.compile (Trainer torch_compile=True; "
+        "train.compile=true): both sides, or ragtune's only",
+    )
+    ap.add_argument(
+        "--gen-processes",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="run both generator trainers at each of these process counts (torchrun; default 1)",
     )
     ap.add_argument("--result", help="result file name (default peer_speed_<cpu kind>)")
     ap.add_argument(
@@ -233,7 +275,7 @@ def main() -> None:
     if "retriever" not in args.skip:
         variants.update(retriever(work, args.epochs, args.reuse_peers))
     if "generator" not in args.skip:
-        variants.update(generator(work, args.gen_steps, args.reuse_peers, args.compile))
+        variants.update(generator(work, args.gen_steps, args.reuse_peers, args.compile, args.gen_processes))
     summary: dict[str, object] = {"precision_auto_resolves_to": resolve_precision("auto")}
     if "retriever_ragtune" in variants:
         peer, ours = variants["retriever_peer_sentence_transformers"], variants["retriever_ragtune"]
@@ -245,20 +287,26 @@ def main() -> None:
         summary["generator_speedup"] = round(ours["tokens_per_s"] / peer["tokens_per_s"], 2)
         summary["generator_rss_ratio"] = round(ours["peak_rss_mb"] / peer["peak_rss_mb"], 2)
         summary["generator_val_loss_delta"] = round(ours["val_loss"] - peer["val_loss"], 4)
-    if "generator_ragtune_compiled" in variants:
-        # Each side at its best setting here: the faster of eager and compiled, whole runs (the
+    ours_all = [n for n in variants if n.startswith("generator_ragtune")]
+    peers_all = [n for n in variants if n.startswith("generator_peer_trainer")]
+    if len(ours_all) > 1 or len(peers_all) > 1:
+        # Each side at its best setting here (process count, compiled or not): whole runs (any
         # compilation included) and after the first step (the compilation excluded).
         for key in ("tokens_per_s", "tokens_per_s_after_step_1"):
             best = {
-                side: max(variants[name][key] for name in (side, f"{side}_compiled"))
-                for side in ("generator_peer_trainer", "generator_ragtune")
+                side: max(names, key=lambda n: variants[n][key])
+                for side, names in (("peer", peers_all), ("ragtune", ours_all))
             }
             summary[f"generator_best_speedup_{key}"] = round(
-                best["generator_ragtune"] / best["generator_peer_trainer"], 2
+                variants[best["ragtune"]][key] / variants[best["peer"]][key], 2
             )
+            summary[f"generator_best_variants_{key}"] = [best["ragtune"], best["peer"]]
     command = f"python benchmarks/peer_speed/run.py --epochs {args.epochs} --gen-steps {args.gen_steps}"
     command += "".join(f" --skip {s}" for s in args.skip) + " --reuse-peers" * args.reuse_peers
-    command += " --compile" * args.compile + (f" --result {args.result}" if args.result else "")
+    command += f" --compile {args.compile}" if args.compile else ""
+    if args.gen_processes != [1]:
+        command += " --gen-processes " + " ".join(map(str, args.gen_processes))
+    command += f" --result {args.result}" if args.result else ""
     path = write_result(
         args.result or f"peer_speed_{cpu_kind()}", command, SEED, variants, extra={"summary": summary}
     )

@@ -157,6 +157,11 @@ class GeneratorStep:
     score_batch_size: int = setting(
         16, help="examples per forward pass when scoring passages for the retriever"
     )
+    compile: bool = setting(
+        False,
+        help="torch.compile each transformer block for the SFT stage (as generator train.compile; "
+        "compiled once, reused every round)",
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "score_batch_size"):

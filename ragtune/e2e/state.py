@@ -199,6 +199,10 @@ class Generator:
         else:
             self.model = apply_peft(base, g.peft)
         store_frozen_linears(self.model, cfg.precision)
+        if g.compile:
+            from ragtune.generator.model import compile_layers
+
+            compile_layers(self.model)
         self.pad_id = self.tokenizer.pad_token_id
 
     def save(self, folder: Path) -> None:
@@ -216,6 +220,7 @@ class Generator:
         from ragtune.generator.model import merged_for_inference
         from ragtune.precision import cast_for_inference
 
+        # a deep copy drops generator.compile's compiled blocks (nn.Module.__getstate__): it runs eagerly
         model = merged_for_inference(copy.deepcopy(self.model), self.cfg.generator.peft.method)
         model.eval()
         return cast_for_inference(model, self.cfg.precision, next(model.parameters()).device)

@@ -199,8 +199,8 @@ class TrainConfig:
     )
     compile: bool = setting(
         False,
-        help="torch.compile each transformer block (fused elementwise work: 4-11% more tokens/s and a "
-        "third less peak memory, after a ~50 s compilation; pays off beyond ~100 steps; needs g++)",
+        help="torch.compile each transformer block (fused elementwise work: a third less peak memory; "
+        "speed varies by CPU, see docs/guide.md; ~50 s to compile; needs g++)",
     )
     eval_every: int = setting(0, help="validation loss every N optimiser steps (0: once per epoch)")
     eval_batch_size: int = setting(8, help="examples per forward pass when validating")

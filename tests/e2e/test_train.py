@@ -368,6 +368,37 @@ def test_a_reranker_orders_the_eval_passages_and_metrics(
         )
 
 
+def test_compiled_generator_gives_an_inference_copy_that_runs_its_own_weights(
+    tmp_path: Path, tiny_lm: Path
+) -> None:
+    """generator.compile compiles the training model's blocks; the merged inference copy runs its
+    own weights, not the training blocks' compiled calls (torch drops them from a deep copy)."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from ragtune.e2e.state import Generator
+
+    cfg = tiny_config(tmp_path / "run", tmp_path / "unused", tiny_lm, "generator.compile=true")
+    gen = Generator(cfg)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        for name, p in gen.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+        counters.clear()
+        gen.model.train()
+        trained = gen.model(input_ids=ids).logits
+        assert counters["stats"]["unique_graphs"] > 0  # the training model's blocks are compiled
+        copy = gen.inference_copy()
+        before = copy(input_ids=ids).logits
+        torch.testing.assert_close(before, trained, rtol=1e-4, atol=1e-4)  # the merged same model
+        for name, p in gen.model.named_parameters():  # now change the training model only
+            if "lora_B" in name:
+                p.add_(0.5)
+        assert not torch.allclose(gen.model(input_ids=ids).logits, trained, atol=1e-3)
+        torch.testing.assert_close(copy(input_ids=ids).logits, before)  # the copy runs its own
+
+
 def test_feedback_scores_each_passage_once_and_match_the_training_model(
     tmp_path: Path, tiny_encoder: Path, tiny_lm: Path
 ) -> None:
