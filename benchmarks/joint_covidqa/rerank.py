@@ -1,7 +1,7 @@
 """A cross-encoder reranker over BM25 on COVID-QA: can a tuned retrieval stack beat BM25 by 0.05
 nDCG@10 where the tuned bi-encoder alone could not (0.484 vs 0.575, ``joint_covidqa.json``)?
 
-    python benchmarks/joint_covidqa/rerank.py [--epochs 2] [--top-n 100]
+    python benchmarks/joint_covidqa/rerank.py [--epochs 2] [--top-n 100] [--negatives-from 100] [--name NAME]
 
 Settings are chosen on the dev split of the training articles (``run.py --split dev``: 16 of the
 63 training articles held out, by article), never on test:
@@ -55,18 +55,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--epochs", type=int, default=2, help="reranker training epochs")
     ap.add_argument("--top-n", type=int, default=100, help="BM25 candidates rescored per question")
+    ap.add_argument(
+        "--negatives-from", type=int, default=100, help="the 7 negatives are drawn from BM25's top N"
+    )
+    ap.add_argument("--name", default="covidqa_rerank", help="the result: benchmarks/results/NAME.json")
     args = ap.parse_args()
     if not 1 <= args.top_n <= TOP_N:  # score_union and mix take a run's top TOP_N: all of ours
         raise SystemExit(f"--top-n must be in 1..{TOP_N}")
     from ragtune.eval.ir import evaluate_run
 
-    work = HERE / "work" / "rerank"
+    work = HERE / "work" / args.name
     dev, test = prepare(work / "dev", "dev"), prepare(work / "test", "test")
     triplets, model = work / "triplets.jsonl", work / "reranker"
     mine_wall, _ = child(
         [
             *[*PY, "retriever", "mine", "--config", str(RETRIEVER), f"data.beir_dir={dev}"],
-            *["mining.method=bm25", "mining.num_negatives=7", "mining.rank_start=1", "mining.rank_end=100"],
+            *[
+                "mining.method=bm25",
+                "mining.num_negatives=7",
+                "mining.rank_start=1",
+                f"mining.rank_end={args.negatives_from}",
+            ],
             *["mining.sampling=random", "mining.fn_ratio=null", f"mining.out={triplets}", f"seed={SEED}"],
         ],
         work / "mine.log",
@@ -114,9 +123,11 @@ def main() -> None:
         },
         "top_n": args.top_n,
         "epochs": args.epochs,
+        "negatives_from_bm25_top": args.negatives_from,
     }
     command = f"python benchmarks/joint_covidqa/rerank.py --epochs {args.epochs} --top-n {args.top_n}"
-    path = write_result("covidqa_rerank", command, SEED, variants, extra)
+    command += f" --negatives-from {args.negatives_from} --name {args.name}"
+    path = write_result(args.name, command, SEED, variants, extra)
     print({k: v["metrics"]["nDCG@10"] for k, v in variants.items()}, f"chosen weight {best}")
     print(f"written to {path}")
 
