@@ -1,6 +1,7 @@
 """ragtune against the peers' own trainers on the CPU at hand, each at its best precision there.
 
     python benchmarks/peer_speed/run.py [--epochs 1] [--gen-steps 30] [--skip retriever|generator]
+        [--gen-processes 1 2] [--compile [both|ragtune]] [--result NAME] [--reuse-peers]
 
 Retriever: sentence-transformers' ``SentenceTransformerTrainer`` + MultipleNegativesRankingLoss
 (``benchmarks/retriever_scifact/peer.py``) against ``ragtune retriever train`` on the same SciFact
