@@ -541,6 +541,33 @@ PEER_SPEED_FLOPS = Table(
 )
 
 
+_CACHE = "primitive_cache"
+PRIMITIVE_CACHE = Table(
+    _CACHE,
+    [
+        ("batch widths 300-640, the libraries' cache capacities", _CACHE, "library_defaults"),
+        ("batch widths 300-640, ragtune's capacities (`bound_primitive_caches`)", _CACHE, "ragtune"),
+        ("width 640 every step (one shape: the floor)", _CACHE, "fixed_width"),
+    ],
+    [
+        (
+            "ideep / oneDNN cache capacity",
+            lambda v: (
+                f"{v['capacities']['LRU_CACHE_CAPACITY']} / {v['capacities']['ONEDNN_PRIMITIVE_CACHE_CAPACITY']}"
+            ),
+        ),
+        ("steps", number("steps")),
+        ("RSS after step 1", megabytes("rss_after_first_step_mb")),
+        ("RSS after the last step", megabytes("rss_end_mb")),
+        ("growth per step", number("growth_mb_per_step", 1, " MB")),
+        (
+            "tokens/s: mean (each run)",
+            lambda v: f"{v['tokens_per_s']:.1f} ({', '.join(f'{t:.1f}' for t in v['tokens_per_s_runs'])})",
+        ),
+    ],
+)
+
+
 def covidqa_rerank(source: str) -> Table:
     """A ``benchmarks/joint_covidqa/rerank.py`` result: BM25, reranked, mixed; test then dev."""
     return Table(
@@ -966,6 +993,7 @@ TABLES: list[Table | PairedTable] = [
     PEER_SPEED_FLOPS,
     covidqa_rerank("covidqa_rerank"),
     covidqa_rerank("covidqa_rerank_hard"),
+    PRIMITIVE_CACHE,
     RETRIEVER_SPEED_AVX2_TRAIN,
     RETRIEVER_SPEED_AVX2_ENCODE,
     DEMO_TIME,

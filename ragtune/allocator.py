@@ -14,6 +14,14 @@ peak stays with the process until it exits (peak RSS is what it was).
 
 ``RAGTUNE_KEEP_FREED_MEMORY=0`` turns it off. Elsewhere than glibc it does nothing.
 
+Shape-keyed caches are the other way memory grows: oneDNN, and ideep (the layer between PyTorch and
+oneDNN), keep a compiled primitive, with its buffers, for every input shape they meet, up to 1024 of
+each. Training batches padded to their longest example change shape nearly every step, so a bf16
+run grew by ~25 MB per new batch width and never gave it back (the joint COVID-QA round: 4.0 GB over
+48 questions, 6.7 GB over 500). :func:`bound_primitive_caches` caps both caches
+(``LRU_CACHE_CAPACITY``, ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``) unless the environment already sets
+them; ``benchmarks/primitive_cache`` measures the growth and the speed with and without the caps.
+
 Between phases that allocate differently (the joint loop's stages: SFT, passage scoring, retriever
 steps, generation), :func:`release_freed_memory` hands what the last phase freed back to the kernel
 (``malloc_trim``), so the next phase does not stack its own working set on top of the last one's
@@ -58,6 +66,20 @@ def release_freed_memory() -> bool:
     return True
 
 
+PRIMITIVE_CACHE_CAPACITY = {"LRU_CACHE_CAPACITY": "8", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "128"}
+
+
+@functools.cache
+def bound_primitive_caches() -> dict[str, str]:
+    """Cap ideep's and oneDNN's per-shape primitive caches (:data:`PRIMITIVE_CACHE_CAPACITY`, each
+    variable the environment does not already set) and return the capacities in force. Both
+    libraries read their variable when they first create a primitive, so this must run before the
+    process's first oneDNN operation (the trainers and the CLI call it at start-up)."""
+    for var, value in PRIMITIVE_CACHE_CAPACITY.items():
+        os.environ.setdefault(var, value)
+    return {var: os.environ[var] for var in PRIMITIVE_CACHE_CAPACITY}
+
+
 @functools.cache
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed memory for reuse instead of unmapping it (once per process); returns
@@ -72,4 +94,4 @@ def keep_freed_memory() -> bool:
     return ok
 
 
-__all__ = ["keep_freed_memory", "release_freed_memory"]
+__all__ = ["bound_primitive_caches", "keep_freed_memory", "release_freed_memory"]

@@ -509,9 +509,10 @@ def _report(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ragtune`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    from ragtune.allocator import keep_freed_memory
+    from ragtune.allocator import bound_primitive_caches, keep_freed_memory
 
     keep_freed_memory()  # before any tensor work: freed activations are reused, not page-faulted in again
+    bound_primitive_caches()  # and a batch of a new shape does not leave its primitives behind
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU variant it tries
     handlers = {

@@ -228,9 +228,15 @@ def hardware(precision: str | None = None, device: str | torch.device | None = N
         "native_bf16": native_bf16(device),
         "gpu": gpu,
     }
-    for var in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS"):
+    for var in (
+        "ONEDNN_MAX_CPU_ISA",
+        "ATEN_CPU_CAPABILITY",
+        "MKL_ENABLE_INSTRUCTIONS",
+        "LRU_CACHE_CAPACITY",
+        "ONEDNN_PRIMITIVE_CACHE_CAPACITY",
+    ):
         if os.environ.get(var):
-            info[var] = os.environ[var]  # a capped ISA changes what the figures mean: record it
+            info[var] = os.environ[var]  # a capped ISA or cache changes what the figures mean: record it
     if precision is not None:
         info["precision_setting"] = precision
         info["precision"] = resolve_precision(precision, device)

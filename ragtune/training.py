@@ -99,10 +99,11 @@ def start_run(cfg: Any, out: Path) -> Path:
     """Create ``out``, refuse a checkpoint left there by a run with another config, save the resolved
     config (headed by the hardware and the precision ``cfg.precision`` resolves to here) and
     ``hardware.json``; returns the checkpoint folder ``out / "checkpoint"``."""
-    from ragtune.allocator import keep_freed_memory
+    from ragtune.allocator import bound_primitive_caches, keep_freed_memory
     from ragtune.precision import describe, hardware
 
     keep_freed_memory()
+    bound_primitive_caches()
     info = hardware(cfg.precision)
     log.info("%s", describe(info))
     out.mkdir(parents=True, exist_ok=True)

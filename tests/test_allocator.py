@@ -1,6 +1,7 @@
 """glibc keeps freed tensor-sized blocks for reuse after ``keep_freed_memory()``: a freed 64 MB
 block stays resident for the next allocation, where plain glibc unmaps it (and maps and faults in
-fresh pages next time)."""
+fresh pages next time). ``bound_primitive_caches()`` caps the per-shape primitive caches of oneDNN
+and ideep unless the user chose a capacity, and the capacity is recorded with the hardware."""
 
 from __future__ import annotations
 
@@ -75,3 +76,43 @@ def test_release_returns_kept_blocks_to_the_kernel() -> None:
     assert probe["ran"] is True
     assert probe["kept"] > block // 2  # kept after free ...
     assert probe["after"] < block // 10  # ... and gone once released
+
+
+CACHE_PROBE = """
+import json, os
+import torch
+from ragtune.allocator import bound_primitive_caches
+from ragtune.precision import hardware
+caps = bound_primitive_caches()
+info = hardware("fp32")
+print(json.dumps({"caps": caps, "env": {k: os.environ.get(k) for k in caps}, "hardware": info}))
+"""
+
+
+def _cache_probe(**env: str) -> dict:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", CACHE_PROBE], env={**base, **env}, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_primitive_caches_are_bounded_unless_the_user_chose_a_capacity() -> None:
+    from ragtune.allocator import PRIMITIVE_CACHE_CAPACITY
+
+    plain = _cache_probe()
+    assert plain["caps"] == PRIMITIVE_CACHE_CAPACITY == plain["env"]
+    assert int(PRIMITIVE_CACHE_CAPACITY["LRU_CACHE_CAPACITY"]) < 1024  # the libraries' default
+    assert int(PRIMITIVE_CACHE_CAPACITY["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]) < 1024
+    for var, value in PRIMITIVE_CACHE_CAPACITY.items():
+        assert plain["hardware"][var] == value  # recorded with every run's hardware
+    chosen = _cache_probe(LRU_CACHE_CAPACITY="4")
+    assert chosen["caps"]["LRU_CACHE_CAPACITY"] == "4" == chosen["hardware"]["LRU_CACHE_CAPACITY"]
+    assert (
+        chosen["caps"]["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]
+        == PRIMITIVE_CACHE_CAPACITY["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]
+    )
