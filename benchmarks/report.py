@@ -878,18 +878,34 @@ RERANK_SCIFACT_RANDOM = Table(
     RERANK_SCIFACT.columns[:-1],
 )
 
-_COST = "joint_covidqa_cost"
-JOINT_COVIDQA_COST = Table(
-    _COST,
-    [("one joint round, `configs/e2e/covidqa.yaml`", _COST, "config")],
+
+def joint_covidqa_cost(source: str, rows: list[tuple[str, str]]) -> Table:
+    """A ``benchmarks/joint_covidqa/cost.py`` result: one joint round's stages, time and memory."""
+    return Table(
+        source,
+        [(label, source, variant) for label, variant in rows],
+        [
+            ("training questions", number("questions")),
+            ("training stages", lambda v: duration(v["round_training_s"])),
+            ("generator SFT", lambda v: duration(v["stage_seconds"]["generator"])),
+            ("generator tokens/s", number("generator_tokens_per_s", 1)),
+            ("LM feedback + retriever update", lambda v: duration(v["stage_seconds"]["retriever"])),
+            ("evaluation (100 questions)", lambda v: duration(v["eval_s"])),
+            ("peak RSS (whole run)", megabytes()),
+        ],
+    )
+
+
+JOINT_COVIDQA_COST = joint_covidqa_cost(
+    "joint_covidqa_cost", [("one joint round, `configs/e2e/covidqa.yaml`", "config")]
+)
+JOINT_COVIDQA_COST_ONE_DISTRACTOR = joint_covidqa_cost(
+    "joint_covidqa_cost_one_distractor",
     [
-        ("training questions", number("questions")),
-        ("training stages", lambda v: duration(v["round_training_s"])),
-        ("generator SFT", lambda v: duration(v["stage_seconds"]["generator"])),
-        ("generator tokens/s", number("generator_tokens_per_s", 1)),
-        ("LM feedback + retriever update", lambda v: duration(v["stage_seconds"]["retriever"])),
-        ("evaluation (100 questions)", lambda v: duration(v["eval_s"])),
-        ("peak RSS (whole run)", megabytes()),
+        (
+            "the same round with one distractor per question (`generator.raft.num_distractors=1`)",
+            "one_distractor",
+        )
     ],
 )
 
@@ -983,6 +999,7 @@ TABLES: list[Table | PairedTable] = [
     JOINT_COVIDQA_SWEEP,
     JOINT_COVIDQA_SWEEP_PAIRED,
     JOINT_COVIDQA_COST,
+    JOINT_COVIDQA_COST_ONE_DISTRACTOR,
     UNLABELLED_SCIFACT,
     UNLABELLED_COVIDQA,
     INDEX_SCALE,

@@ -2,14 +2,14 @@
 training questions (the issue's target: 500 questions in <= 15 minutes, <= 6 GB, on 2 cores).
 
     python benchmarks/joint_covidqa/cost.py [--questions 500] [--eval-questions 100]
-        [--variant NAME KEY=VALUE ...] ...
+        [--variant NAME KEY=VALUE ...] ... [--result joint_covidqa_cost]
 
 Each variant is one child ``ragtune e2e train --config configs/e2e/covidqa.yaml rounds=1
 questions_per_round=N eval.rounds=last`` (the packaged encoder: the cost does not depend on the
 starting weights), with its overrides; the evaluation of the first ``--eval-questions`` held-out
 questions is timed apart from the training stages (retrieve, generator, retriever, refresh).
 Peak RSS is the child's, from wait4 (start-up, index build and evaluation included). Writes
-benchmarks/results/joint_covidqa_cost.json.
+benchmarks/results/<--result>.json (default joint_covidqa_cost.json).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def main() -> None:
         metavar="NAME KEY=VALUE",
         help="a variant: its name, then config overrides (default: one variant, 'config', with none)",
     )
+    ap.add_argument("--result", default="joint_covidqa_cost", help="name of the results JSON")
     args = ap.parse_args()
     variants = args.variant or [["config"]]
     work = HERE / "work" / "cost"
@@ -83,7 +84,7 @@ def main() -> None:
         print(name, json.dumps(results[name]), flush=True)
     command = "python benchmarks/joint_covidqa/cost.py " + " ".join(sys.argv[1:])
     path = write_result(
-        "joint_covidqa_cost",
+        args.result,
         command.strip(),
         0,
         results,
