@@ -115,6 +115,37 @@ def test_strict_fails_only_on_leakage(tmp_path, capsys):
     assert report["leakage_found"] is False and report["leakage"]["train/test"]["exact"] == 0
 
 
+def test_a_clean_set_reports_nothing(tmp_path):
+    """Distinct passages of normal length, distinct questions whose answers are in their positives:
+    every count is zero (the audit does not flag what is not there)."""
+    corpus = {
+        "p1": Passage("p1", LONG, "A"),
+        "p2": Passage("p2", "ventilators were scarce in several regions during the surge", "B"),
+        "p3": Passage("p3", "hand washing and masks reduce transmission in crowded indoor rooms", "C"),
+    }
+    train = [
+        QAExample("q1", "What was the median incubation period in Wuhan?", "five days", positive_ids=("p1",)),
+        QAExample("q2", "Which equipment was scarce during the surge?", "ventilators", positive_ids=("p2",)),
+    ]
+    test = [QAExample("t1", "What reduces transmission indoors?", "hand washing", positive_ids=("p3",))]
+    folder = tmp_path / "data"
+    write_dataset(folder, corpus, {"train": train, "test": test})
+    report = audit(folder, settings=AuditSettings(max_words=40))
+    c = report["corpus"]
+    assert c["passages"] == 3
+    assert c["empty"]["count"] == c["overlong"]["count"] == 0
+    assert c["exact_duplicates"]["examples"] == [] and c["near_duplicates"]["pairs"] == 0
+    leak = report["leakage"]["train/test"]
+    assert (leak["exact"], leak["near"]) == (0, 0) and leak["examples"] == []
+    shared = report["shared_positives"]["train/test"]
+    assert shared["passages"] == shared["test_questions"] == 0
+    assert (
+        report["qa"]["train"]["answer_not_in_passages"] == report["qa"]["test"]["answer_not_in_passages"] == 0
+    )
+    assert report["leakage_found"] is False
+    assert "LEAKAGE" not in (folder / "audit.md").read_text()
+
+
 def test_near_duplicates_agree_with_brute_force():
     rng = random.Random(0)
     vocab = [f"w{i}" for i in range(60)]
