@@ -31,15 +31,17 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import write_result  # noqa: E402
+from ragtune.allocator import PRIMITIVE_CACHE_CAPACITY  # noqa: E402
 
 SEED = 0
 ANSWER_TOKENS = 48
+LIBRARY_DEFAULTS = {var: "1024" for var in PRIMITIVE_CACHE_CAPACITY}  # ideep's and oneDNN's own
 # (name, environment the child starts with, width mode); "ragtune" leaves the variables unset and
 # lets the child's bound_primitive_caches() set them after torch is imported, as the CLI does
 VARIANTS = (
-    ("library_defaults", {"LRU_CACHE_CAPACITY": "1024", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}, "vary"),
+    ("library_defaults", LIBRARY_DEFAULTS, "vary"),
     ("ragtune", {}, "vary"),
-    ("fixed_width", {"LRU_CACHE_CAPACITY": "1024", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}, "fixed"),
+    ("fixed_width", LIBRARY_DEFAULTS, "fixed"),
 )
 
 
@@ -106,7 +108,7 @@ def main() -> None:
     variants: dict[str, dict] = {}
     for repeat in range(args.repeats):
         for name, env, widths in VARIANTS:
-            child_env = {k: v for k, v in os.environ.items() if k not in VARIANTS[0][1]}
+            child_env = {k: v for k, v in os.environ.items() if k not in PRIMITIVE_CACHE_CAPACITY}
             child_env.update(env, HF_HUB_OFFLINE="1")
             cmd = [sys.executable, __file__, "--child", widths, "--steps", str(args.steps)]
             cmd += ["--precision", args.precision]
