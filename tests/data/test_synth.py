@@ -193,3 +193,120 @@ def test_bad_input_names_file_line_and_field_and_writes_nothing(
         SynthSettings(greedy=True, per_passage=2)
     with pytest.raises(UserError, match="--filter"):
         SynthSettings(filter="colbert")
+
+
+# A planted dense encoder for the round-trip filter: a passage points at the topic its text names
+# (sky, grass, sea); each question at the topic in PLANTED, so dense and BM25 can disagree on purpose.
+TOPICS = ("sky", "grass", "sea")
+PLANTED = {
+    "why is the sky blue ?": "sky",  # BM25 finds sky, dense finds sky
+    "why is the air light ?": "grass",  # asked of grass: BM25 finds sky (air, light), dense grass
+    "why is the sea salty ?": "sky",  # asked of sea: BM25 finds sea, dense sky
+}
+
+
+def _plant_encoder(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    import numpy as np
+
+    import ragtune.retriever.model as m
+
+    encoded: list[str] = []
+
+    def encode(model, texts, **kwargs):
+        encoded.extend(texts)
+        out = np.zeros((len(texts), len(TOPICS)), dtype=np.float32)
+        for i, t in enumerate(texts):
+            topic = PLANTED.get(t) or next(x for x in TOPICS if x in t.lower())
+            out[i, TOPICS.index(topic)] = 1.0
+        return out
+
+    monkeypatch.setattr(m, "load_encoder", lambda name, precision="auto": name)
+    monkeypatch.setattr(m, "encode", encode)
+    return encoded
+
+
+def test_dense_round_trip_ranks_follow_the_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus = {p["_id"]: Passage(p["_id"], p["text"], p["title"]) for p in CORPUS}
+    encoded = _plant_encoder(monkeypatch)
+    questions = ["why is the air light ?", "why is the sea salty ?"]
+    assert round_trip_ranks(questions, ["grass", "sea"], corpus, "dense", 1) == [1, None]
+    # sea ties grass at score 0 behind sky: the stable order puts it third of three
+    assert round_trip_ranks(questions[1:], ["sea"], corpus, "dense", 3) == [3]
+    assert "why is the air light ?" in encoded  # the questions went through the encoder
+    with pytest.raises(ValueError, match="round-trip method"):
+        round_trip_ranks(["q"], ["sky"], corpus, "colbert", 1)
+
+
+@pytest.mark.parametrize(
+    ("method", "kept"),
+    [
+        ("bm25", ["why is the sky blue ?", "why is the sea salty ?"]),
+        ("dense", ["why is the sky blue ?", "why is the air light ?"]),
+        ("both", ["why is the sky blue ?"]),  # a question must pass each retriever
+    ],
+)
+def test_round_trip_filter_by_bm25_dense_or_both(
+    method: str,
+    kept: list[str],
+    lm: Path,
+    corpus: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(lm)
+    _plant_encoder(monkeypatch)
+    # prompts in corpus order: sky, grass, sea
+    _canned(
+        monkeypatch, tok, ["why is the sky blue ?", "why is the air light ?", "why is the sea salty ?"], []
+    )
+    s = SynthSettings(model=str(lm), filter=method, filter_k=1, retriever="planted", precision="fp32")
+    stats = synth_queries(corpus, tmp_path / "out", s)
+    assert (stats["kept"], stats["filtered_out"]) == (len(kept), 3 - len(kept))
+    assert stats["filter_seconds"] >= 0
+    rows = [json.loads(line) for line in (tmp_path / "out" / "queries.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == kept
+    for r in rows:
+        meta = r["metadata"]
+        assert meta["filter"] == method and meta["filter_k"] == 1
+        assert (meta["bm25_rank"] == 1) == (method in ("bm25", "both"))
+        assert (meta["dense_rank"] == 1) == (method in ("dense", "both"))
+        assert meta["retriever"] == (None if method == "bm25" else "planted")
+
+
+def test_few_shot_examples_come_before_each_passage(
+    lm: Path, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import AutoTokenizer
+
+    import ragtune.generator.generate as g
+
+    tok = AutoTokenizer.from_pretrained(lm)
+    shots = tmp_path / "shots.jsonl"
+    write_jsonl(shots, [{"passage": "grass is green", "question": "what color is the grass ?"}])
+    seen: list[str] = []
+    real = g.generate_ids
+
+    def spy(model, prompts, cfg, stop_ids, pad_id, progress=True):
+        seen.extend(tok.decode(p) for p in prompts)
+        return real(model, prompts, cfg, stop_ids, pad_id, progress)
+
+    monkeypatch.setattr(g, "generate_ids", spy)
+    s = SynthSettings(
+        model=str(lm), few_shot=shots, filter="none", min_words=1, max_words=100, max_new_tokens=4,
+        precision="fp32",
+    )  # fmt: skip
+    stats = synth_queries(corpus, tmp_path / "out", s)
+    assert len(seen) == 3
+    for prompt, p in zip(seen, CORPUS, strict=True):
+        shot = prompt.index("what color is the grass ?")
+        assert prompt.count("what color is the grass ?") == 1
+        assert prompt.index("grass is green") < shot < prompt.rindex(p["text"])  # example, then the passage
+    assert stats["settings"]["few_shot"] == str(shots)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "queries.jsonl").read_text().splitlines()]
+    assert rows and all(r["metadata"]["few_shot"] == str(shots) for r in rows)
+    # without the file the prompts hold no example
+    seen.clear()
+    synth_queries(corpus, tmp_path / "plain", SynthSettings(**{**s.__dict__, "few_shot": None}))
+    assert len(seen) == 3 and not any("what color is the grass ?" in x for x in seen)

@@ -475,7 +475,7 @@ def test_joint_eval_asks_again_without_the_gold_passages(
         "rounds=0",
         "eval.passages=bm25",
         "eval.unanswerable=true",
-        f"eval.faithfulness_model={checker}",
+        f"eval.faithfulness={checker}",
     )
     out = train(cfg)
     folder = out / "rounds" / "round_0"

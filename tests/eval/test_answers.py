@@ -160,3 +160,70 @@ def test_abstention_is_counted_on_a_constructed_case(tmp_path: Path, capsys) -> 
     path.write_text(json.dumps({"prediction": "x", "reference": "y", "answerable": "yes"}) + "\n")
     assert main(["eval", "generation", "--predictions", str(path), "--out", str(tmp_path / "n.json")]) == 2
     assert "pred.jsonl:1: field 'answerable': expected true or false" in capsys.readouterr().err
+
+
+def test_lexnames_come_from_the_manual_page_table() -> None:
+    from ragtune.errors import UserError
+    from ragtune.eval.wordnet import lexnames_from_manpage
+
+    page = ".TS\nl l l.\n\\fBFile Number\\fP\t\\fBName\\fP\t\\fBContents\\fP\n_\n"
+    page += "00\tadj.all\tall adjective clusters\n01\tadj.pert\trelational adjectives\n"
+    page += "02\tadv.all\tall adverbs\n03\tnoun.Tops\tunique beginner for nouns\n"
+    page += "18\tnoun.person  \tnouns denoting people\n"  # a gap: not a complete table
+    with pytest.raises(UserError, match="numbered 00, 01"):
+        lexnames_from_manpage(page)
+    page = page.replace("18\tnoun.person  ", "04\tnoun.person  ") + "05\tverb.body\tgrooming verbs\n"
+    assert lexnames_from_manpage(page) == (
+        "00\tadj.all\t3\n01\tadj.pert\t3\n02\tadv.all\t4\n03\tnoun.Tops\t1\n04\tnoun.person\t1\n05\tverb.body\t2\n"
+    )
+
+
+def test_wordnet_install_fails_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import subprocess
+
+    from ragtune.errors import UserError
+    from ragtune.eval import wordnet
+
+    monkeypatch.setattr(wordnet.shutil, "which", lambda name: None)  # not a Debian-family system
+    with pytest.raises(UserError, match=r"`apt-get` not found.*exact words and stems only"):
+        wordnet.install(tmp_path / "a")
+    assert not (tmp_path / "a" / "corpora" / "wordnet").exists()
+    monkeypatch.undo()
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg-deb not installed: the package-content check needs it")
+    pkg = tmp_path / "pkg"  # a package with one of the files nltk needs
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "DEBIAN" / "control").write_text(
+        "Package: fake-wordnet\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n"
+    )
+    (pkg / "usr/share/wordnet").mkdir(parents=True)
+    (pkg / "usr/share/wordnet/data.noun").write_text("x\n")
+    subprocess.run(["dpkg-deb", "-b", str(pkg), str(tmp_path / "fake.deb")], check=True, capture_output=True)
+    with pytest.raises(UserError, match=r"fake\.deb'\] lack data\.verb"):
+        wordnet.install(tmp_path / "b", [tmp_path / "fake.deb"])
+    assert not (tmp_path / "b" / "corpora" / "wordnet").exists()
+    assert [p.name for p in (tmp_path / "b" / "corpora").iterdir()] == []  # no staging folder left
+
+
+def test_meteor_matches_wordnet_synonyms_when_wordnet_is_installed() -> None:
+    from ragtune.eval.wordnet import installed
+
+    if not installed() and wordnet_reader()[1] != "exact+stem+synonym":  # nor nltk.download's
+        pytest.skip("WordNet not installed: `ragtune eval wordnet` (make install runs it) adds it")
+    from nltk.corpus import wordnet as wn
+    from nltk.translate.meteor_score import single_meteor_score
+
+    assert wordnet_reader()[1] == "exact+stem+synonym" and wn.get_version() == "3.0"
+    assert set(wn.synset("car.n.01").lemma_names()) >= {"car", "auto", "automobile", "motorcar"}
+    score, per, _ = meteor(["The automobile is quick"], ["the car is fast"])
+    assert per[0] == pytest.approx(
+        single_meteor_score(["the", "car", "is", "fast"], ["the", "automobile", "is", "quick"], wordnet=wn)
+    )
+    # "automobile" matches "car" only through a synonym: exact + stem alone score less
+    from ragtune.eval.answers import _NoSynonyms
+
+    plain = single_meteor_score(
+        ["the", "car", "is", "fast"], ["the", "automobile", "is", "quick"], wordnet=_NoSynonyms()
+    )
+    assert score > plain + 0.2

@@ -251,3 +251,82 @@ def test_colbert_errors_are_clear(tmp_path: Path, tiny_encoder: Path, capsys) ->
         == 2
     )
     assert "retriever train model.kind=colbert" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("loss", ["margin_mse", "kl"])
+def test_distillation_losses_over_maxsim_equal_a_brute_force_computation(
+    loss: str, tmp_path: Path, tiny_encoder: Path
+) -> None:
+    import torch.nn.functional as F
+
+    from ragtune.data.schema import Passage, Query
+    from ragtune.retriever.train import Example, load_for_training, step_loss
+
+    texts = {
+        "p0": "a bond is a loan to a company",
+        "p1": "a stock is a share of a company",
+        "n0a": "income tax rates rise",
+        "n0b": "the loan was repaid early",
+        "n1a": "shares fell on monday",
+    }
+    batch = [
+        Example(
+            Query("a", "what is a bond"),
+            Passage("p0", texts["p0"]),
+            (Passage("n0a", texts["n0a"]), Passage("n0b", texts["n0b"])),
+            frozenset({"p0"}),
+            (3.0, 1.0, -2.0),
+        ),
+        Example(
+            Query("b", "what is a stock"),
+            Passage("p1", texts["p1"]),
+            (Passage("n1a", texts["n1a"]),),
+            frozenset({"p1"}),
+            (0.5, 2.0),
+        ),
+    ]
+    cfg = _cfg(
+        tmp_path, tiny_encoder, f"train.loss={loss}", "train.in_batch_weight=0", "train.temperature=0.5"
+    )
+    torch.manual_seed(0)
+    model = load_for_training(cfg)
+    model.eval()
+    got = step_loss(model, cfg, batch)
+
+    q = _tokens(model, ["what is a bond", "what is a stock"], "query")
+    d = dict(zip(texts, _tokens(model, list(texts.values()), "document"), strict=True))
+    groups = [
+        (torch.tensor([_brute_maxsim(q[0], d[x]) for x in ("p0", "n0a", "n0b")]) / 0.5, torch.tensor([3.0, 1.0, -2.0])),
+        (torch.tensor([_brute_maxsim(q[1], d[x]) for x in ("p1", "n1a")]) / 0.5, torch.tensor([0.5, 2.0])),
+    ]  # fmt: skip
+    if loss == "margin_mse":  # (student margin - teacher margin)^2 over every (positive, negative)
+        terms = [((s[0] - s[j]) - (t[0] - t[j])) ** 2 for s, t in groups for j in range(1, len(s))]
+        want = sum(terms) / len(terms)
+    else:  # KL(teacher softmax || student softmax) per group, mean over groups
+        want = sum(
+            F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="sum")
+            for s, t in groups
+        ) / len(groups)
+    assert got == pytest.approx(float(want), rel=1e-4)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_colbert_trains_on_teacher_scores(tmp_path: Path, tiny_encoder: Path) -> None:
+    from ragtune.reranker.model import load_cross_encoder
+
+    base = ["--config", "configs/tiny/retriever.yaml", f"data.beir_dir={DEMO}"]
+    mined, scored, teacher = tmp_path / "mined.jsonl", tmp_path / "scored.jsonl", tmp_path / "teacher"
+    assert main(["retriever", "mine", *base, "mining.num_negatives=3", f"mining.out={mined}"]) == 0
+    torch.manual_seed(0)
+    load_cross_encoder(str(tiny_encoder)).save(str(teacher))
+    args = [*base, f"data.triplets={mined}", f"distill.teacher={teacher}", f"distill.out={scored}"]
+    assert main(["retriever", "score-triplets", *args, "precision=fp32"]) == 0
+    from ragtune.retriever.train import train
+
+    for loss in ("margin_mse", "kl"):
+        extra = (f"data.triplets={scored}", f"train.loss={loss}", "train.hard_negatives=3", "train.epochs=3")
+        out = train(_cfg(tmp_path / loss, tiny_encoder, *extra))
+        hist = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+        losses = [h["loss"] for h in hist]
+        assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3])
+        assert (out / "model").is_dir()
