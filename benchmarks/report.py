@@ -977,6 +977,19 @@ GROUNDED_PEER = Table(
     ],
 )
 
+_PARITY = "dpo_trl_parity"
+DPO_TRL_PARITY = Table(
+    _PARITY,
+    [(f"`{loss}`", _PARITY, loss) for loss in ("sigmoid", "ipo", "rpo")],
+    [
+        ("TRL `DPOTrainer`", number("trl", 7)),
+        ("ragtune on TRL's batch", number("ragtune_on_trl_batch", 7)),
+        ("difference", lambda v: f"{v['abs_diff_same_batch']:.1e}"),
+        ("ragtune on its own encoding", number("ragtune_own_encoding", 7)),
+        ("difference", lambda v: f"{v['abs_diff_own_encoding']:.1e}"),
+    ],
+)
+
 TABLES: list[Table | PairedTable] = [
     DATA_AUDIT,
     FAITHFULNESS,
@@ -991,6 +1004,7 @@ TABLES: list[Table | PairedTable] = [
     GENERATOR_BATCHING,
     GROUNDED_PUBMEDQA,
     GROUNDED_PEER,
+    DPO_TRL_PARITY,
     JOINT_PUBMEDQA,
     JOINT_SWEEP,
     JOINT_COVIDQA_RETRIEVAL,
