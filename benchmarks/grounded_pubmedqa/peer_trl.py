@@ -32,6 +32,22 @@ from ragtune.generator.prompt import user_message  # noqa: E402
 from ragtune.precision import resolve_precision  # noqa: E402
 
 
+def conversations(system: str, pairs) -> list[dict]:
+    """TRL's conversational preference rows for ragtune's pairs: the same system message and user
+    turn (numbered passages + question) as ragtune's prompt, chosen / rejected as assistant turns."""
+    return [
+        {
+            "prompt": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": user_message(p.question, p.passages)},
+            ],
+            "chosen": [{"role": "assistant", "content": p.chosen}],
+            "rejected": [{"role": "assistant", "content": p.rejected}],
+        }
+        for p in pairs
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("config", type=Path)
@@ -51,17 +67,7 @@ def main() -> None:
 
     tokenizer = load_tokenizer(cfg.model.name)
     pairs = load_pairs(args.pairs, load_corpus_arg(cfg.data.corpus))
-    rows = [
-        {
-            "prompt": [
-                {"role": "system", "content": cfg.prompt.system},
-                {"role": "user", "content": user_message(p.question, p.passages)},
-            ],
-            "chosen": [{"role": "assistant", "content": p.chosen}],
-            "rejected": [{"role": "assistant", "content": p.rejected}],
-        }
-        for p in pairs
-    ]
+    rows = conversations(cfg.prompt.system, pairs)
     model = PeftModel.from_pretrained(load_base(cfg.model), str(args.sft_adapter)).merge_and_unload()
     lora = LoraConfig(
         r=cfg.peft.r,

@@ -34,6 +34,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import write_result  # noqa: E402
+from benchmarks.grounded_pubmedqa.peer_trl import conversations  # noqa: E402
 
 SEED = 0
 TOL = 1e-4
@@ -63,7 +64,7 @@ def main() -> None:
         sequence_logprobs,
     )
     from ragtune.generator.model import load_base, load_tokenizer
-    from ragtune.generator.prompt import PromptEncoder, user_message
+    from ragtune.generator.prompt import PromptEncoder
 
     cfg = load_config(
         ROOT / "configs/generator/demo.yaml", ["precision=fp32", "peft.dropout=0.0"], GeneratorConfig
@@ -88,17 +89,7 @@ def main() -> None:
                     p.copy_(torch.randn(p.shape, generator=g) * args.b_std)
         return model.eval()
 
-    rows = [
-        {
-            "prompt": [
-                {"role": "system", "content": cfg.prompt.system},
-                {"role": "user", "content": user_message(p.question, p.passages)},
-            ],
-            "chosen": [{"role": "assistant", "content": p.chosen}],
-            "rejected": [{"role": "assistant", "content": p.rejected}],
-        }
-        for p in pairs
-    ]
+    rows = conversations(cfg.prompt.system, pairs)
     enc = PromptEncoder(tok, cfg.prompt, cfg.model.max_length)
     ours_enc = encode_pairs(pairs, enc, None)
 

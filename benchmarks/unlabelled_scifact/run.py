@@ -24,7 +24,11 @@ Variants (each stage a child process: wall time and peak RSS from wait4; evaluat
 - ``synth_filtered_upr_kl``: the same scores, ``train.loss=kl`` (listwise KL over each question's
   positive and negatives, temperature 1) with the in-batch term;
 - ``pretrain_synth_filtered``: ``retriever pretrain`` (one epoch of cropping pairs on the corpus)
-  first, then ``synth_filtered``'s training from it.
+  first, then ``synth_filtered``'s training from it;
+- ``synth_unfiltered_upr``, ``pretrain_synth_unfiltered``: the LM teacher and the pre-training
+  with the round-trip filter off (the unfiltered questions).
+
+The round-trip filter's wall time is ``filter.seconds`` (BM25 over the corpus, in this process).
 
 Settings are the dataset's retriever recipe (configs/retriever/<dataset>.yaml; SciFact: batch 32,
 lr 2e-5, temperature 0.05, 3 negatives) with one epoch and BM25-mined negatives; nothing was tuned
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -56,6 +61,8 @@ VARIANTS = (
     "synth_filtered_upr",
     "synth_filtered_upr_kl",
     "pretrain_synth_filtered",
+    "synth_unfiltered_upr",
+    "pretrain_synth_unfiltered",
 )
 FILTER_K = 20
 DATA = {
@@ -89,6 +96,39 @@ def filtered_copy(src: Path, dst: Path, corpus) -> dict:
             )
     write_synth_folder(dst, corpus, kept)
     return {"questions": len(rows), "kept": len(kept)}
+
+
+def full_corpus_estimate(
+    stages: dict, filt: dict | None, best: str, corpus_size: int, max_passages: int
+) -> dict | None:
+    """The best variant's pipeline (zero-shot evaluation, synthesis, filter, mining, training,
+    evaluation) scaled to questions for every passage of the corpus: the stages that grow with the
+    number of questions scaled linearly by ``corpus_size / max_passages``, the evaluations as
+    measured. An estimate from this run's stage times, not a measurement."""
+    if not max_passages or max_passages >= corpus_size or f"train_{best}" not in stages:
+        return None
+    scale = corpus_size / max_passages
+    filtered = "filtered" in best and "unfiltered" not in best
+    grows = ["synth_queries", f"train_{best}", "mine_filtered" if filtered else "mine_unfiltered"]
+    if "upr" in best:
+        grows.append("score_upr" if filtered else "score_upr_unfiltered")
+    if best.startswith("pretrain"):
+        grows.append("pretrain")  # already over the whole corpus: not scaled
+    fixed = ["eval_zero_shot", f"eval_{best}"] + (["pretrain"] if best.startswith("pretrain") else [])
+    seconds = sum(
+        stages[s]["wall_s"] * (1 if s in fixed else scale) for s in set(grows + fixed) if s in stages
+    )
+    if filtered and filt and "seconds" in filt:
+        seconds += filt["seconds"] * scale
+    return {
+        "variant": best,
+        "passages": corpus_size,
+        "scale": round(scale, 3),
+        "seconds": round(seconds),
+        "within_2_hours": seconds <= 7200,
+        "how": "this run's stage wall times; stages that grow with the questions scaled linearly "
+        "to a question for every passage; an estimate, not a measurement",
+    }
 
 
 def main() -> None:
@@ -167,9 +207,11 @@ def main() -> None:
         )  # fmt: skip
         state["synth"] = json.loads((synth / "synth_stats.json").read_text())
         if "filter" not in state:
+            started = time.perf_counter()
             state["filter"] = filtered_copy(
                 synth, work / "synth_filtered_data", load_corpus(source / "corpus.jsonl")
             )
+            state["filter"]["seconds"] = round(time.perf_counter() - started, 1)
         save()
 
     def mined(name: str, beir: Path) -> Path:
@@ -186,39 +228,57 @@ def main() -> None:
         evaluate("synth_unfiltered", train("synth_unfiltered", synth, mined("unfiltered", synth)))
     if "synth_filtered" in args.variants:
         evaluate("synth_filtered", train("synth_filtered", filtered, mined("filtered", filtered)))
-    if "synth_filtered_upr" in args.variants:
-        scored = work / "filtered_upr.jsonl"
+
+    def upr(name: str, beir: Path) -> Path:
+        """The LM teacher's (UPR) scores of ``name``'s mined triplets (stage ``score_upr`` for the
+        filtered questions, ``score_upr_unfiltered`` for the others)."""
+        scored = work / f"{name}_upr.jsonl"
         stage(
-            "score_upr",
-            [*PY, "retriever", "score-triplets", "--config", str(CONFIG), f"data.beir_dir={filtered}",
-             f"data.triplets={mined('filtered', filtered)}", "distill.teacher_kind=lm",
+            "score_upr" if name == "filtered" else f"score_upr_{name}",
+            [*PY, "retriever", "score-triplets", "--config", str(CONFIG), f"data.beir_dir={beir}",
+             f"data.triplets={mined(name, beir)}", "distill.teacher_kind=lm",
              "distill.teacher=SmolLM2-135M-Instruct", "distill.denoise=false", "distill.batch_size=16",
              f"distill.out={scored}"],
         )  # fmt: skip
-        state["upr"] = json.loads(stats_path(scored).read_text())
-        model = train(
-            "synth_filtered_upr", filtered, scored, "train.loss=margin_mse", "train.in_batch_weight=1.0"
-        )
-        evaluate("synth_filtered_upr", model)
-    if "synth_filtered_upr_kl" in args.variants:
-        scored = work / "filtered_upr.jsonl"
-        if "score_upr" not in stages:
-            raise SystemExit(
-                "synth_filtered_upr_kl reuses synth_filtered_upr's UPR scores: run that variant first"
-            )
-        model = train("synth_filtered_upr_kl", filtered, scored, "train.loss=kl", "train.in_batch_weight=1.0")
-        evaluate("synth_filtered_upr_kl", model)
-    if "pretrain_synth_filtered" in args.variants:
+        state["upr" if name == "filtered" else f"upr_{name}"] = json.loads(stats_path(scored).read_text())
+        return scored
+
+    def pretrained() -> Path:
         pre = work / "pretrain"
         stage(
             "pretrain",
             [*PY, "retriever", "pretrain", "--config", str(CONFIG), f"data.beir_dir={source}",
              "train.epochs=1", f"output_dir={pre}"],
         )  # fmt: skip
+        return pre / "model"
+
+    distil = ("train.loss=margin_mse", "train.in_batch_weight=1.0")
+    if "synth_filtered_upr" in args.variants:
+        evaluate(
+            "synth_filtered_upr", train("synth_filtered_upr", filtered, upr("filtered", filtered), *distil)
+        )
+    if "synth_filtered_upr_kl" in args.variants:
+        if "score_upr" not in stages:
+            raise SystemExit(
+                "synth_filtered_upr_kl reuses synth_filtered_upr's UPR scores: run that variant first"
+            )
+        scored = work / "filtered_upr.jsonl"
+        model = train("synth_filtered_upr_kl", filtered, scored, "train.loss=kl", "train.in_batch_weight=1.0")
+        evaluate("synth_filtered_upr_kl", model)
+    if "pretrain_synth_filtered" in args.variants:
         model = train(
-            "pretrain_synth_filtered", filtered, mined("filtered", filtered), f"model.name={pre / 'model'}"
+            "pretrain_synth_filtered", filtered, mined("filtered", filtered), f"model.name={pretrained()}"
         )
         evaluate("pretrain_synth_filtered", model)
+    if "synth_unfiltered_upr" in args.variants:
+        evaluate(
+            "synth_unfiltered_upr", train("synth_unfiltered_upr", synth, upr("unfiltered", synth), *distil)
+        )
+    if "pretrain_synth_unfiltered" in args.variants:
+        model = train(
+            "pretrain_synth_unfiltered", synth, mined("unfiltered", synth), f"model.name={pretrained()}"
+        )
+        evaluate("pretrain_synth_unfiltered", model)
 
     zs = variants.get("zero_shot", {}).get("metrics", {}).get("nDCG@10")
     best = max((v["metrics"]["nDCG@10"], k) for k, v in variants.items() if "metrics" in v)
@@ -229,6 +289,10 @@ def main() -> None:
         targets["gain_over_zero_shot"] = round(best[0] - zs, 4)
         if args.dataset == "covidqa":
             targets["no_label_beats_zero_shot_by_0.05"] = best[0] - zs >= 0.05
+    corpus_size = len(load_corpus(source / "corpus.jsonl"))
+    targets["pipeline_estimate_full_corpus"] = full_corpus_estimate(
+        stages, state.get("filter"), best[1], corpus_size, args.max_passages
+    )
     command = "python benchmarks/unlabelled_scifact/run.py " + " ".join(sys.argv[1:])
     state.setdefault("commands", []).append(command.strip())
     save()
@@ -243,6 +307,7 @@ def main() -> None:
             "synth": state.get("synth"),
             "filter": state.get("filter"),
             "upr": state.get("upr"),
+            "upr_unfiltered": state.get("upr_unfiltered"),
             "targets": targets,
             "pipeline_wall_s": round(sum(s["wall_s"] for s in stages.values()), 1),
             "data": DATA[args.dataset],

@@ -74,7 +74,10 @@ def _run(cmd: Sequence[str], cwd: Path) -> None:
             "packages (a Debian-family system), or by nltk.download('wordnet') where the internet is "
             "reachable; without it METEOR matches exact words and stems only"
         )
-    done = subprocess.run(list(cmd), cwd=cwd, capture_output=True, text=True)
+    try:
+        done = subprocess.run(list(cmd), cwd=cwd, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"`{' '.join(cmd)}` did not finish in 10 minutes") from None
     if done.returncode != 0:
         raise UserError(f"`{' '.join(cmd)}` failed ({done.returncode}): {done.stderr.strip()[-500:]}")
 
