@@ -977,6 +977,18 @@ GROUNDED_PEER = Table(
     ],
 )
 
+_RD = "rerank_scifact_distill"
+RERANK_SCIFACT_DISTILL = Table(
+    _RD,
+    [
+        ("hybrid (weighted, weight chosen on train queries)", _RD, "hybrid"),
+        ("teacher: the cross-encoder above, retrained (2 epochs)", _RD, "train_ragtune"),
+        ("distilled bi-encoder (Margin-MSE + InfoNCE, denoised negatives)", _RD, "distilled_dense"),
+        ("distilled bi-encoder + BM25 (weighted, weight chosen on train queries)", _RD, "distilled_hybrid"),
+    ],
+    RERANK_SCIFACT.columns[:-1],
+)
+
 _PARITY = "dpo_trl_parity"
 DPO_TRL_PARITY = Table(
     _PARITY,
@@ -997,6 +1009,7 @@ TABLES: list[Table | PairedTable] = [
     RETRIEVER_SCIFACT,
     RERANK_SCIFACT,
     RERANK_SCIFACT_RANDOM,
+    RERANK_SCIFACT_DISTILL,
     RETRIEVER_SPEED_TRAIN,
     RETRIEVER_SPEED_ENCODE,
     GENERATOR_PUBMEDQA,
