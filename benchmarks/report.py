@@ -919,6 +919,8 @@ UNLABELLED_SCIFACT = Table(
         ("+ LM teacher (UPR scores, Margin-MSE + InfoNCE)", _UNL, "synth_filtered_upr"),
         ("+ LM teacher (UPR scores, listwise KL + InfoNCE)", _UNL, "synth_filtered_upr_kl"),
         ("Contriever-style pre-training, then filtered synthetic questions", _UNL, "pretrain_synth_filtered"),
+        ("LM teacher (UPR, Margin-MSE + InfoNCE), no round-trip filter", _UNL, "synth_unfiltered_upr"),
+        ("Contriever-style pre-training, then unfiltered synthetic questions", _UNL, "pretrain_synth_unfiltered"),
     ],
     [
         *((m, metric(m)) for m in ("nDCG@10", "Recall@10", "Recall@100", "MRR@10")),
@@ -1116,6 +1118,8 @@ def _unlabelled_summary() -> str:
         "synth_filtered_upr": "filtered questions + LM teacher",
         "synth_filtered_upr_kl": "filtered questions + LM teacher",
         "pretrain_synth_filtered": "pre-training + filtered questions",
+        "synth_unfiltered_upr": "questions + LM teacher",
+        "pretrain_synth_unfiltered": "pre-training + questions",
     }
     return (
         f"nDCG@10 {fmt(v['zero_shot']['metrics']['nDCG@10'], 4)} zero-shot, "
