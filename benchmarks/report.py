@@ -920,7 +920,11 @@ UNLABELLED_SCIFACT = Table(
         ("+ LM teacher (UPR scores, listwise KL + InfoNCE)", _UNL, "synth_filtered_upr_kl"),
         ("Contriever-style pre-training, then filtered synthetic questions", _UNL, "pretrain_synth_filtered"),
         ("LM teacher (UPR, Margin-MSE + InfoNCE), no round-trip filter", _UNL, "synth_unfiltered_upr"),
-        ("Contriever-style pre-training, then unfiltered synthetic questions", _UNL, "pretrain_synth_unfiltered"),
+        (
+            "Contriever-style pre-training, then unfiltered synthetic questions",
+            _UNL,
+            "pretrain_synth_unfiltered",
+        ),
     ],
     [
         *((m, metric(m)) for m in ("nDCG@10", "Recall@10", "Recall@100", "MRR@10")),
