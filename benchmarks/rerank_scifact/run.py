@@ -418,9 +418,7 @@ def rerank_candidates(
     test,
     train,
     val_t,
-    bm25_train,
-    dense_train,
-    weight,
+    hybrid_train,
     hybrid,
     peer_ok,
     variants,
@@ -461,9 +459,6 @@ def rerank_candidates(
         "batch_size": 64,
         "max_length": cfg.model.max_length,
     }
-    hybrid_train = (
-        weighted(bm25_train, dense_train, weight) if weight is not None else rrf(bm25_train, dense_train)
-    )
     interpolated(
         runs_dir["ragtune"] / "model", work, val_t, train, hybrid_train, test, hybrid, scores, variants
     )
@@ -604,6 +599,9 @@ def main() -> None:
     # 4. Rerank the top 100 of each with ragtune's model (each pair scored once), and the hybrid's
     # with the peer's model.
     if not args.skip_rerank:
+        hybrid_train = (
+            weighted(bm25_train, dense_train, weight) if weight is not None else rrf(bm25_train, dense_train)
+        )
         rerank_candidates(
             args,
             cfg,
@@ -613,9 +611,7 @@ def main() -> None:
             test,
             train,
             val_t,
-            bm25_train,
-            dense_train,
-            weight,
+            hybrid_train,
             hybrid,
             peer_ok,
             variants,

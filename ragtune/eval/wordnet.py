@@ -12,7 +12,8 @@ environment's own ``nltk_data`` (``sys.prefix/nltk_data``), a folder nltk search
 
     ragtune eval wordnet [--dest DIR] [--deb FILE ...]
 
-The folder is checked by loading it with nltk's reader before it is moved into place, so an
+The files are assembled in a temporary folder beside the target and moved into place in one
+rename, then loaded with nltk's reader; a copy that fails that check is removed again, so an
 interrupted or failed install leaves nothing half-written. ``make install`` runs it; where
 ``apt-get`` is missing (not a Debian-family system) METEOR runs its exact and stem stages only and
 says so (``meteor_stages``).
